@@ -1,0 +1,64 @@
+import type { z } from 'zod';
+
+/** A problem with user input: printed as one line per issue, never with a stack trace; the CLI exits 2. */
+export class InputError extends Error {
+  readonly issues: readonly string[];
+  constructor(what: string, issues: readonly string[]) {
+    super(`${what}:\n${issues.map((i) => `  ${i}`).join('\n')}`);
+    this.name = 'InputError';
+    this.issues = issues;
+  }
+}
+
+/** `community.archetypes[1].pv_kwp` from a zod issue path, under an optional root label. */
+export function formatPath(path: readonly PropertyKey[], root = ''): string {
+  let out = root;
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else {
+      const k = String(key);
+      out += /^[A-Za-z_$][\w$-]*$/.test(k) ? (out ? `.${k}` : k) : `[${JSON.stringify(k)}]`;
+    }
+  }
+  return out || '(root)';
+}
+
+function valueAt(input: unknown, path: readonly PropertyKey[]): { found: boolean; value?: unknown } {
+  let cur: unknown = input;
+  for (const key of path) {
+    if (cur === null || typeof cur !== 'object' || !(key in (cur as object))) return { found: false };
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return { found: true, value: cur };
+}
+
+function show(value: unknown): string {
+  const s = JSON.stringify(value);
+  if (s === undefined) return String(value);
+  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
+}
+
+/** One line per zod issue: `path: message, got <value>`. */
+export function describeIssues(error: z.ZodError, input: unknown, root = ''): string[] {
+  return error.issues.map((issue) => {
+    const at = formatPath(issue.path, root);
+    const got = valueAt(input, issue.path);
+    const suffix =
+      got.found && issue.code !== 'unrecognized_keys' && !issue.message.includes('got ')
+        ? `, got ${show(got.value)}`
+        : '';
+    return `${at}: ${issue.message}${suffix}`;
+  });
+}
+
+/** Parses with a schema, turning failures into an InputError that names every bad path. */
+export function parseInput<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  what: string,
+  root = '',
+): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw new InputError(what, describeIssues(parsed.error, input, root));
+  return parsed.data;
+}

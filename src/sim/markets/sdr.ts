@@ -1,0 +1,44 @@
+import { type ClearFn, resetClearing, totals } from './types.ts';
+
+/**
+ * The internal selling price of supply-demand-ratio pricing (Liu et al., 2017). SDR = supply / demand; for
+ * SDR ≤ 1, P_sell = λ_buy·λ_sell / ((λ_buy − λ_sell)·SDR + λ_sell), falling from λ_buy at SDR 0 to λ_sell at 1;
+ * above 1 it stays at λ_sell.
+ */
+export function sdrSellPrice(sdr: number, retail: number, feedIn: number): number {
+  if (sdr >= 1) return feedIn;
+  const denominator = (retail - feedIn) * sdr + feedIn;
+  return denominator > 0 ? (retail * feedIn) / denominator : retail;
+}
+
+/** The internal buying price: P_buy = P_sell·SDR + λ_buy·(1 − SDR) for SDR ≤ 1, else λ_sell. */
+export function sdrBuyPrice(sdr: number, retail: number, feedIn: number): number {
+  if (sdr >= 1) return feedIn;
+  return sdrSellPrice(sdr, retail, feedIn) * sdr + retail * (1 - sdr);
+}
+
+/**
+ * SDR pricing. Buyers pay P_buy for all their demand — which is P_sell for their SDR share bought from peers plus
+ * retail for the rest — and sellers receive P_sell for what peers take; a surplus (SDR > 1) is exported at λ_sell.
+ */
+export function createSdr(): ClearFn {
+  return (book, out) => {
+    resetClearing(out);
+    const { supply, demand } = totals(book);
+    if (supply <= 0 || demand <= 0) return;
+    const sdr = supply / demand;
+    const price = sdrSellPrice(sdr, book.retail, book.feedIn);
+    const buyShare = Math.min(sdr, 1);
+    const sellShare = Math.min(1 / sdr, 1);
+    const { net, n } = book;
+    for (let i = 0; i < n; i++) {
+      const x = net[i]!;
+      const q = x > 0 ? x * buyShare : x < 0 ? x * sellShare : 0;
+      out.traded[i] = q;
+      out.paid[i] = q * price;
+    }
+    const matched = Math.min(supply, demand);
+    out.volume = matched;
+    out.value = matched * price;
+  };
+}
