@@ -1,5 +1,40 @@
 import type { z } from 'zod';
 
+type RawIssue = Parameters<Extract<z.core.$ZodErrorMap, (...args: never[]) => unknown>>[0];
+
+const bound = (inclusive: boolean | undefined, strict: string, loose: string) =>
+  inclusive === false ? strict : loose;
+
+/**
+ * Messages that say what was expected in the user's terms ("expected a number ≥ 0"); the value that was found
+ * is appended by describeIssues. Schema-level messages take precedence over these.
+ */
+export function friendlyError(issue: RawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type':
+      return issue.input === undefined
+        ? `required ${issue.expected} is missing`
+        : `expected ${issue.expected}`;
+    case 'too_small': {
+      const what = issue.origin === 'array' ? 'at least' : bound(issue.inclusive, '>', '≥');
+      const unit = issue.origin === 'array' ? ' entries' : issue.origin === 'string' ? ' characters' : '';
+      return issue.origin === 'number' || issue.origin === 'int'
+        ? `expected a number ${what} ${issue.minimum}`
+        : `expected ${what === '≥' ? 'at least' : what} ${issue.minimum}${unit}`;
+    }
+    case 'too_big': {
+      const what = bound(issue.inclusive, '<', '≤');
+      return issue.origin === 'number' || issue.origin === 'int'
+        ? `expected a number ${what} ${issue.maximum}`
+        : `expected at most ${issue.maximum}${issue.origin === 'array' ? ' entries' : ''}`;
+    }
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    default:
+      return undefined;
+  }
+}
+
 /** A problem with user input: printed as one line per issue, never with a stack trace; the CLI exits 2. */
 export class InputError extends Error {
   readonly issues: readonly string[];
@@ -38,15 +73,15 @@ function show(value: unknown): string {
   return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
 
-/** One line per zod issue: `path: message, got <value>`. */
+/** One line per zod issue: `path: message, got <value>`; an unknown key gets a line of its own. */
 export function describeIssues(error: z.ZodError, input: unknown, root = ''): string[] {
-  return error.issues.map((issue) => {
+  return error.issues.flatMap((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((k) => `${formatPath([...issue.path, k], root)}: unknown key`);
+    }
     const at = formatPath(issue.path, root);
     const got = valueAt(input, issue.path);
-    const suffix =
-      got.found && issue.code !== 'unrecognized_keys' && !issue.message.includes('got ')
-        ? `, got ${show(got.value)}`
-        : '';
+    const suffix = got.found && !issue.message.includes('got ') ? `, got ${show(got.value)}` : '';
     return `${at}: ${issue.message}${suffix}`;
   });
 }
@@ -58,7 +93,7 @@ export function parseInput<S extends z.ZodType>(
   what: string,
   root = '',
 ): z.output<S> {
-  const parsed = schema.safeParse(input);
+  const parsed = schema.safeParse(input, { error: friendlyError });
   if (!parsed.success) throw new InputError(what, describeIssues(parsed.error, input, root));
   return parsed.data;
 }

@@ -195,18 +195,25 @@ export const Scenario = z
 export type Scenario = z.infer<typeof Scenario>;
 export type ScenarioInput = z.input<typeof Scenario>;
 
+/**
+ * Whether a TOU period holds the given minute of the day. Periods are [from, to) and wrap midnight when
+ * to ≤ from, so 22→6 is the night and 0→24 the whole day.
+ */
+export function touPeriodContains(p: { from_hour: number; to_hour: number }, minute: number): boolean {
+  const from = Math.round(p.from_hour * 60) % 1440;
+  const to = Math.round(p.to_hour * 60) % 1440;
+  if (from === to) return p.from_hour !== p.to_hour; // 0→24 covers the day, 5→5 nothing
+  return from < to ? minute >= from && minute < to : minute >= from || minute < to;
+}
+
 /** Returns why TOU periods fail to tile the day exactly once, or undefined when they do (checked per minute). */
 function touCoverageProblem(periods: readonly { from_hour: number; to_hour: number }[]): string | undefined {
-  const cover = new Uint8Array(1440);
-  for (const p of periods) {
+  for (const p of periods)
     if (p.from_hour === p.to_hour) return `period ${p.from_hour}–${p.to_hour} is empty`;
-    const from = Math.round(p.from_hour * 60);
-    const to = Math.round(p.to_hour * 60);
-    for (let m = from; m !== to; m = (m + 1) % 1440) cover[m]++;
+  for (let m = 0; m < 1440; m++) {
+    const covering = periods.filter((p) => touPeriodContains(p, m)).length;
+    if (covering === 0) return `periods leave ${(m / 60).toFixed(2)}h uncovered`;
+    if (covering > 1) return `periods overlap at ${(m / 60).toFixed(2)}h`;
   }
-  const gap = cover.indexOf(0);
-  if (gap >= 0) return `periods leave ${(gap / 60).toFixed(2)}h uncovered`;
-  const overlap = cover.findIndex((c) => c > 1);
-  if (overlap >= 0) return `periods overlap at ${(overlap / 60).toFixed(2)}h`;
   return undefined;
 }

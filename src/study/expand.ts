@@ -1,4 +1,4 @@
-import { describeIssues, InputError } from '../models/errors.ts';
+import { describeIssues, friendlyError, InputError } from '../models/errors.ts';
 import { Scenario } from '../models/scenario.ts';
 import type { ParamValue, Study } from '../models/study.ts';
 import { digestOf } from '../sim/digest.ts';
@@ -78,7 +78,7 @@ export function expandStudy(study: Study, baseScenario: unknown): EpochSpec[] {
     }
     if (!ok) continue;
     draft.seed = seeds[0];
-    const parsed = Scenario.safeParse(draft);
+    const parsed = Scenario.safeParse(draft, { error: friendlyError });
     if (!parsed.success) {
       const where = Object.entries(point.params)
         .map(([k, v]) => `${k}=${v}`)
