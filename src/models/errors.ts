@@ -17,7 +17,15 @@ export function friendlyError(issue: RawIssue): string | undefined {
         : `expected ${issue.expected}`;
     case 'too_small': {
       const what = issue.origin === 'array' ? 'at least' : bound(issue.inclusive, '>', '≥');
-      const unit = issue.origin === 'array' ? ' entries' : issue.origin === 'string' ? ' characters' : '';
+      const plural = Number(issue.minimum) === 1 ? '' : 's';
+      const unit =
+        issue.origin === 'array'
+          ? plural
+            ? ' entries'
+            : ' entry'
+          : issue.origin === 'string'
+            ? ` character${plural}`
+            : '';
       return issue.origin === 'number' || issue.origin === 'int'
         ? `expected a number ${what} ${issue.minimum}`
         : `expected ${what === '≥' ? 'at least' : what} ${issue.minimum}${unit}`;

@@ -1,0 +1,131 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { EpochResult } from '../../src/models/result.ts';
+import { MECHANISMS } from '../../src/models/scenario.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cli = join(root, 'bin', 'plurigrid.js');
+
+function plurigrid(...args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'plurigrid-cli-'));
+
+function smallStudy(dir: string, sweep: unknown[]): string {
+  const path = join(dir, 'study.json');
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name: 'small',
+      scenario: join(root, 'examples', 'suburb-summer.json'),
+      runs: 2,
+      seed: 3,
+      sweep,
+    }),
+  );
+  return path;
+}
+
+describe('plurigrid sim run', () => {
+  it('prints a result with its digest, identical on a second run', () => {
+    const a = plurigrid('sim', 'run', 'examples/suburb-summer.json', '--json');
+    const b = plurigrid('sim', 'run', 'examples/suburb-summer.json', '--json');
+    expect(a.code).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+    const result = EpochResult.parse(JSON.parse(a.stdout));
+    expect(result.digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(result.agents).toHaveLength(100);
+    const other = plurigrid('sim', 'run', 'examples/suburb-summer.json', '--json', '--seed', '43');
+    expect(JSON.parse(other.stdout).digest).not.toBe(result.digest);
+  });
+
+  it('prints a metrics table by default', () => {
+    const r = plurigrid('sim', 'run', 'examples/village-winter-tou.json', '--mechanism', 'mid-market-rate');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/village-winter-tou · mid-market-rate · seed 7/);
+    expect(r.stdout).toMatch(/self_sufficiency/);
+  });
+
+  it('exits 2 naming every bad path of a broken scenario, without a stack trace', () => {
+    const r = plurigrid('sim', 'run', 'test/fixtures/broken-scenario.json');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('community.archetypes[1].pv_kwp: expected a number ≥ 0, got -3');
+    expect(r.stderr).toContain('market.mechanism: expected one of');
+    expect(r.stderr).toContain('colour: unknown key');
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('exits 2 for a missing file, bad JSON, a bad flag and an unknown command', () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'bad.json'), '{"seed": 1,');
+    expect(plurigrid('sim', 'run', join(dir, 'missing.json')).stderr).toMatch(/no such file/);
+    const badJson = plurigrid('sim', 'run', join(dir, 'bad.json'));
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toMatch(/not valid JSON/);
+    expect(plurigrid('sim', 'run', 'examples/suburb-summer.json', '--seed', 'x').code).toBe(2);
+    expect(plurigrid('sim', 'frobnicate').code).toBe(2);
+  });
+});
+
+describe('plurigrid sim study', () => {
+  it('writes the long table, aggregates and report', () => {
+    const dir = tmp();
+    const study = smallStudy(dir, [{ name: 'market.mechanism', values: ['none', 'sdr', 'uniform-price'] }]);
+    const out = join(dir, 'out');
+    const r = plurigrid('sim', 'study', study, '--out', out, '--threads', '2');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/small: 6 epochs/);
+    expect(readdirSync(out).sort()).toEqual([
+      'aggregates.csv',
+      'aggregates.json',
+      'report.html',
+      'results.csv',
+      'results.jsonl',
+    ]);
+    const csv = readFileSync(join(out, 'results.csv'), 'utf8').trimEnd().split('\n');
+    expect(csv[0]).toMatch(/^simulation,subset,run,timestep,epoch_id,market\.mechanism,agents,/);
+    expect(csv).toHaveLength(7);
+    expect(readFileSync(join(out, 'report.html'), 'utf8')).toContain('<svg');
+  });
+
+  it('rejects a bad sweep with exit 2 and leaves the output directory untouched', () => {
+    const dir = tmp();
+    const study = smallStudy(dir, [{ name: 'community.archetypes[1].pv_kwp', values: [2, -1] }]);
+    const out = join(dir, 'out');
+    const r = plurigrid('sim', 'study', study, '--out', out);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/scenario\.community\.archetypes\[1\]\.pv_kwp: expected a number ≥ 0, got -1/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('names the path of a bad study field', () => {
+    const dir = tmp();
+    const path = join(dir, 'study.json');
+    writeFileSync(
+      path,
+      JSON.stringify({ name: 'x', scenario: 'a.json', runs: 0, sweep: [{ name: 'a', values: [] }] }),
+    );
+    const r = plurigrid('sim', 'study', path, '--out', join(dir, 'out'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('runs: expected a number ≥ 1, got 0');
+    expect(r.stderr).toContain('sweep[0].values: expected at least 1 entry');
+  });
+});
+
+describe('plurigrid demo', () => {
+  it('runs the mechanism comparison and prints every mechanism', () => {
+    const out = join(tmp(), 'demo');
+    const r = plurigrid('demo', '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/mechanism-comparison: 180 epochs/);
+    for (const m of MECHANISMS) expect(r.stdout).toContain(m);
+    expect(existsSync(join(out, 'report.html'))).toBe(true);
+  });
+});
