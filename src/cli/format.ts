@@ -28,31 +28,23 @@ export const COMPARISON_METRICS: { metric: keyof EpochMetrics; head: string }[] 
   { metric: 'p2p_energy_kwh', head: 'p2p kWh' },
   { metric: 'p2p_match_rate', head: 'matched' },
   { metric: 'price_mean', head: 'price' },
-  { metric: 'self_sufficiency', head: 'self-suff.' },
+  { metric: 'self_sufficiency', head: 'self-suff' },
   { metric: 'savings_gini', head: 'gini' },
   { metric: 'worse_off_share', head: 'worse off' },
   { metric: 'peak_import_kw', head: 'peak kW' },
 ];
 
-/** One row per sweep point: its parameters, then mean ± 95 % CI half-width of the key metrics. */
+/** One row per sweep point: its parameters, then the mean over runs of the key metrics. */
 export function comparisonTable(points: readonly PointSummary[], paramNames: readonly string[]): string {
   const t = new Table({
-    head: [...paramNames, 'runs', ...COMPARISON_METRICS.map((m) => m.head)],
+    head: [...paramNames, ...COMPARISON_METRICS.map((m) => m.head)],
     style: { head: [], border: [] },
     chars: COMPACT,
   });
   for (const p of points) {
     t.push([
       ...paramNames.map((n) => String(p.params[n])),
-      String(p.runs),
-      ...COMPARISON_METRICS.map(({ metric }) => {
-        const s = p.metrics[metric];
-        if (s.mean === null) return '–';
-        const half = s.ci95_high !== null ? s.ci95_high - s.mean : null;
-        return half === null || half < 1e-9
-          ? formatNumber(s.mean)
-          : `${formatNumber(s.mean)} ±${formatNumber(half, 3)}`;
-      }),
+      ...COMPARISON_METRICS.map(({ metric }) => formatNumber(p.metrics[metric].mean)),
     ]);
   }
   return t.toString();

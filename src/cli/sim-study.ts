@@ -24,6 +24,9 @@ export async function runStudyCommand(file: string, opts: Options): Promise<void
       `${run.study}: ${run.epochs} epochs in ${run.seconds.toFixed(1)} s (${(run.epochs / run.seconds).toFixed(0)} epochs/s)\n`,
     );
     process.stdout.write(`${comparisonTable(run.points, run.paramNames)}\n`);
+    process.stdout.write(
+      `means over ${run.runs} runs; 95 % confidence intervals in aggregates.csv and report.html\n`,
+    );
     process.stdout.write(`wrote ${run.written.map((p) => relative(process.cwd(), p)).join(', ')}\n`);
   } finally {
     bar.stop();

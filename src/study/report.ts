@@ -57,7 +57,13 @@ function chartSpec(
   const xOrder = [...new Set(values.map((v) => v.x))];
   const colorOrder = [...new Set(values.map((v) => v.color))];
   const encoding = {
-    x: { field: 'x', type: 'nominal', title: xName ?? '', sort: xOrder, axis: { labelAngle: -30 } },
+    x: {
+      field: 'x',
+      type: 'nominal',
+      title: xName ?? '',
+      sort: xOrder,
+      axis: { labelAngle: -30, labelLimit: 240 },
+    },
     ...(colorName ? { xOffset: { field: 'color', type: 'nominal', sort: colorOrder } } : {}),
   } as const;
   return {
@@ -79,7 +85,7 @@ function chartSpec(
       },
       {
         mark: { type: 'errorbar', ticks: true },
-        encoding: { y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+        encoding: { y: { field: 'lo', type: 'quantitative', title: metric }, y2: { field: 'hi' } },
       },
     ],
   } as vl.TopLevelSpec;

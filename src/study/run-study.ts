@@ -12,6 +12,7 @@ export interface StudyRunOptions {
 export interface StudyRun extends StudyOutputs {
   study: string;
   epochs: number;
+  runs: number;
   written: string[];
   seconds: number;
 }
@@ -28,5 +29,5 @@ export async function runStudyFile(path: string, options: StudyRunOptions): Prom
   const seconds = (performance.now() - started) / 1000;
   const outputs = await buildOutputs(study, rows, new Date().toISOString());
   const written = await writeFilesAtomic(options.out, outputs.files);
-  return { ...outputs, study: study.name, epochs: epochs.length, written, seconds };
+  return { ...outputs, study: study.name, epochs: epochs.length, runs: study.runs, written, seconds };
 }
