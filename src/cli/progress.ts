@@ -20,6 +20,9 @@ export function progressBar(label: string): {
         started = true;
       } else bar.update(done);
     },
-    stop: () => started && bar.stop(),
+    stop() {
+      if (started) bar.stop();
+      started = false;
+    },
   };
 }

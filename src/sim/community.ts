@@ -5,8 +5,6 @@ import { lognormalFactor, type Rng } from './rng.ts';
 export interface Household {
   id: number;
   archetype: Archetype;
-  /** Index into the scenario's archetype list. */
-  archetypeIndex: number;
   dailyLoadKwh: number;
   /** Shift of the household's daily shape, in intervals (people get up at different times). */
   shiftIntervals: number;
@@ -59,7 +57,6 @@ export function drawHouseholds(scenario: Scenario, intervalsPerDay: number, rng:
     return {
       id,
       archetype,
-      archetypeIndex: a,
       dailyLoadKwh: archetype.daily_load_kwh * lognormalFactor(rng, archetype.load_spread),
       shiftIntervals: Math.max(-maxShift, Math.min(maxShift, shift)),
       feeder: nodes > 0 ? feeder : 0,
