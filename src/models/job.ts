@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { EpochResult } from './result.ts';
+import { Scenario } from './scenario.ts';
+import { ParamValue } from './study.ts';
+
+/** Hard limits every attempt of a job runs under, whatever the executor. */
+export const ResourceLimits = z.strictObject({
+  memory_mb: z.number().int().min(16).max(65_536).default(512),
+  cpus: z.number().finite().gt(0).max(64).default(1),
+  pids: z.number().int().min(8).max(4096).default(64),
+  timeout_s: z.number().finite().gt(0).max(86_400).default(300),
+});
+export type ResourceLimits = z.infer<typeof ResourceLimits>;
+
+/** One epoch inside a job, with where it sits in its study. */
+export const EpochTask = z.strictObject({
+  epoch_id: z.string().regex(/^[0-9a-f]{16}$/),
+  subset: z.number().int().min(0),
+  run: z.number().int().min(1),
+  params: z.record(z.string(), ParamValue),
+  scenario: Scenario,
+});
+export type EpochTask = z.infer<typeof EpochTask>;
+
+/** What the epoch runner reads inside the container (mounted read-only at /input/job.json). */
+export const JobInput = z.strictObject({
+  job_id: z.string().min(1),
+  epochs: z.array(z.strictObject({ epoch_id: z.string(), scenario: Scenario })).min(1),
+});
+export type JobInput = z.infer<typeof JobInput>;
+
+/** What the epoch runner writes (to /output/results.json): one result per epoch, in input order. */
+export const JobOutput = z.strictObject({
+  job_id: z.string(),
+  results: z.array(z.strictObject({ epoch_id: z.string(), result: EpochResult })),
+});
+export type JobOutput = z.infer<typeof JobOutput>;
+
+/** A unit of scheduling: an image pinned by ID and a batch of epochs sized to amortise container start-up. */
+export const Job = z.strictObject({
+  job_id: z.string().min(1),
+  study_id: z.string().min(1),
+  /** Docker image ID (sha256:…) so every replica runs the same bytes. */
+  image: z.string().min(1),
+  /** SHA-256 of the canonical JobInput. */
+  input_digest: z.string().regex(/^[0-9a-f]{64}$/),
+  epochs: z.array(EpochTask).min(1),
+  limits: ResourceLimits,
+  /** Higher runs first. */
+  priority: z.number().int().default(0),
+});
+export type Job = z.infer<typeof Job>;
