@@ -1,0 +1,187 @@
+import { z } from 'zod';
+import { ExecStatus, ExecUsage } from './execution.ts';
+import { Job, ResourceLimits } from './job.ts';
+import { JobStatus } from './job-record.ts';
+import { EpochMetrics, EpochResult } from './result.ts';
+import { ParamValue, Study } from './study.ts';
+import { WorkerAd } from './worker.ts';
+
+/** One zod schema per wire message. Requests and replies of the coordinator's micro service (plurigrid.api.*). */
+
+export const StudyId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'expected a study id');
+
+export const SubmitRequest = z
+  .strictObject({
+    /** A repeated submit with the same key returns the first answer instead of starting a second study. */
+    idempotency_key: z.string().min(1).max(200).optional(),
+    /** A study whose `scenario` is inline (the CLI reads the files). */
+    study: Study.optional(),
+    /** Or a single scenario: a study of one epoch. */
+    scenario: z.record(z.string(), z.unknown()).optional(),
+    limits: ResourceLimits.partial().optional(),
+    max_attempts: z.number().int().min(1).max(20).optional(),
+    queue_timeout_s: z
+      .number()
+      .min(1)
+      .max(7 * 86_400)
+      .optional(),
+    /** Seconds of work per job (how many epochs a container runs). */
+    target_job_seconds: z.number().min(0).max(3600).optional(),
+    priority: z.number().int().min(-100).max(100).optional(),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.study === undefined) === (r.scenario === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'expected exactly one of "study" or "scenario"' });
+    }
+    if (r.study && typeof r.study.scenario === 'string') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['study', 'scenario'],
+        message: 'expected the scenario inline, not a path',
+      });
+    }
+  });
+export type SubmitRequest = z.infer<typeof SubmitRequest>;
+
+export const SubmitReply = z.strictObject({
+  study_id: StudyId,
+  name: z.string(),
+  epochs: z.number().int(),
+  jobs: z.number().int(),
+  /** True when this answers a repeated idempotency key. */
+  duplicate: z.boolean(),
+});
+export type SubmitReply = z.infer<typeof SubmitReply>;
+
+export const ErrorReply = z.strictObject({
+  error: z.strictObject({
+    code: z.enum(['invalid', 'not_found', 'conflict', 'internal']),
+    message: z.string(),
+    issues: z.array(z.string()),
+  }),
+});
+export type ErrorReply = z.infer<typeof ErrorReply>;
+
+export const StudyState = z.enum(['running', 'done', 'failed', 'cancelled']);
+
+const Counts = z.strictObject({
+  total: z.number().int(),
+  done: z.number().int(),
+  running: z.number().int(),
+  queued: z.number().int(),
+  failed: z.number().int(),
+  cancelled: z.number().int(),
+});
+
+export const StudyStatus = z.strictObject({
+  study_id: StudyId,
+  name: z.string(),
+  state: StudyState,
+  submitted_at: z.number(),
+  finished_at: z.number().nullable(),
+  epochs: Counts,
+  jobs: Counts,
+  /** Reasons recorded for failed jobs (first few). */
+  failures: z.array(z.strictObject({ job_id: z.string(), reasons: z.array(z.string()) })),
+});
+export type StudyStatus = z.infer<typeof StudyStatus>;
+
+export const StatusRequest = z.strictObject({ study_id: StudyId });
+export const ListRequest = z.strictObject({ limit: z.number().int().min(1).max(1000).default(100) });
+export const ListReply = z.strictObject({ studies: z.array(StudyStatus) });
+export const CancelRequest = z.strictObject({ study_id: StudyId });
+
+export const ResultsRequest = z.strictObject({
+  study_id: StudyId,
+  offset: z.number().int().min(0).default(0),
+  limit: z.number().int().min(1).max(1000).default(200),
+});
+
+/** One accepted epoch of a study, as the study tables need it. */
+export const ResultRow = z.strictObject({
+  epoch_id: z.string(),
+  subset: z.number().int(),
+  run: z.number().int(),
+  params: z.record(z.string(), ParamValue),
+  metrics: EpochMetrics,
+  digest: z.string(),
+  worker_id: z.string(),
+});
+export type ResultRow = z.infer<typeof ResultRow>;
+
+export const ResultsReply = z.strictObject({
+  study_id: StudyId,
+  study: Study,
+  total: z.number().int(),
+  rows: z.array(ResultRow),
+  next_offset: z.number().int().nullable(),
+});
+export type ResultsReply = z.infer<typeof ResultsReply>;
+
+export const WorkersReply = z.strictObject({
+  workers: z.array(WorkerAd.extend({ last_seen_ms_ago: z.number() })),
+});
+
+/** Coordinator → worker: run this attempt (request; the reply is an AssignReply). */
+export const AssignRequest = z.strictObject({
+  job: Job,
+  attempt: z.number().int().min(1),
+  lease_until: z.number(),
+});
+export type AssignRequest = z.infer<typeof AssignRequest>;
+
+export const AssignReply = z.strictObject({
+  accepted: z.boolean(),
+  reason: z.string().nullable(),
+});
+
+/** Coordinator → worker: stop an attempt (cancel). */
+export const CancelJob = z.strictObject({ job_id: z.string(), attempt: z.number().int() });
+
+/** The fields a worker signs: the claim "this image, on this input, produced this output". */
+export const SignedClaim = z.strictObject({
+  job_id: z.string(),
+  image: z.string(),
+  input_digest: z.string(),
+  output_digest: z.string().nullable(),
+});
+export type SignedClaim = z.infer<typeof SignedClaim>;
+
+/** Worker → RESULTS stream (subject plurigrid.results.<job_id>, Nats-Msg-Id <job_id>.<attempt>). */
+export const JobResult = z.strictObject({
+  job_id: z.string(),
+  study_id: z.string(),
+  attempt: z.number().int().min(1),
+  worker_id: z.string(),
+  image: z.string(),
+  input_digest: z.string(),
+  /** SHA-256 of the canonical JobOutput; null when the attempt produced none. */
+  output_digest: z.string().nullable(),
+  status: ExecStatus,
+  reason: z.string().nullable(),
+  exit_code: z.number().int().nullable(),
+  /** Epoch results inline, or null when they went to the object store (output_object). */
+  results: z.array(z.strictObject({ epoch_id: z.string(), result: EpochResult })).nullable(),
+  output_object: z.string().nullable(),
+  usage: ExecUsage,
+  started_at: z.number(),
+  finished_at: z.number(),
+  stdout_tail: z.string(),
+  stderr_tail: z.string(),
+  /** ed25519 signature (base64) of the canonical SignedClaim, by the worker's key. */
+  signature: z.string(),
+});
+export type JobResult = z.infer<typeof JobResult>;
+
+/** Lifecycle events on plurigrid.events.> for followers and progress bars. */
+export const JobEvent = z.strictObject({
+  study_id: z.string(),
+  job_id: z.string(),
+  status: JobStatus,
+  attempt: z.number().int(),
+  worker_id: z.string().nullable(),
+  epochs: z.number().int(),
+  reason: z.string().nullable(),
+  at: z.number(),
+});
+export type JobEvent = z.infer<typeof JobEvent>;

@@ -1,0 +1,239 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  accept,
+  assign,
+  backoffMs,
+  cancel,
+  DEFAULT_RETRY,
+  endAttempt,
+  expireQueued,
+  isCurrentAttempt,
+  newJobRecord,
+  workersToAvoid,
+} from '../../src/coordinator/job-state.ts';
+import { DEFAULT_PACK, packEpochs } from '../../src/coordinator/pack.ts';
+import { type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
+import { Job, ResourceLimits } from '../../src/models/job.ts';
+import { Study } from '../../src/models/study.ts';
+import { expandStudy } from '../../src/study/expand.ts';
+import { baseScenario } from './arbitraries.ts';
+
+const limits = ResourceLimits.parse({});
+const job = (id = 'j1'): Job =>
+  Job.parse({
+    job_id: id,
+    study_id: 's1',
+    image: 'sha256:img',
+    input_digest: 'a'.repeat(64),
+    epochs: expandStudy(Study.parse({ name: 's', scenario: {}, runs: 1 }), baseScenario()).map((e) => ({
+      epoch_id: e.epoch_id,
+      subset: e.subset,
+      run: e.run,
+      params: e.params,
+      scenario: e.scenario,
+    })),
+    limits,
+  });
+
+const policy = {
+  ...DEFAULT_RETRY,
+  maxAttempts: 3,
+  backoffBaseMs: 100,
+  backoffMaxMs: 1000,
+  queueTimeoutMs: 5000,
+};
+
+describe('job state', () => {
+  it('runs queued → assigned → done, recording the accepted result', () => {
+    const q = newJobRecord(job(), 0, policy);
+    expect(q.status).toBe('queued');
+    expect(q.queue_deadline).toBe(5000);
+    const a = assign(q, 'w1', 10, 1000);
+    expect(a).toMatchObject({
+      status: 'assigned',
+      attempt: 1,
+      worker_id: 'w1',
+      lease_until: 1010,
+      queue_deadline: null,
+    });
+    expect(isCurrentAttempt(a, 1, 'w1')).toBe(true);
+    expect(isCurrentAttempt(a, 1, 'w2')).toBe(false);
+    expect(isCurrentAttempt(a, 2, 'w1')).toBe(false);
+    const d = accept(a, { seq: 7, attempt: 1, worker_id: 'w1', output_digest: 'x' }, 20);
+    expect(d).toMatchObject({ status: 'done', result: { seq: 7 } });
+    expect(() => assign(d, 'w2', 30, 1000)).toThrow(/done, not queued/);
+  });
+
+  it('backs off exponentially and fails after max attempts with every reason kept', () => {
+    let r = newJobRecord(job(), 0, policy);
+    r = endAttempt(assign(r, 'w1', 0, 1000), 'oom', 'exceeded 64 MiB', 100, policy);
+    expect(r).toMatchObject({ status: 'queued', not_before: 200 });
+    r = endAttempt(assign(r, 'w2', 200, 1000), 'timeout', 'timed out after 1 s', 300, policy);
+    expect(r).toMatchObject({ status: 'queued', not_before: 500, attempt: 2 });
+    expect(workersToAvoid(r)).toEqual(['w1', 'w2']);
+    r = endAttempt(assign(r, 'w3', 500, 1000), 'worker-lost', null, 600, policy);
+    expect(r.status).toBe('failed');
+    expect(r.history.map((h) => h.ended)).toEqual(['oom', 'timeout', 'worker-lost']);
+    expect(backoffMs(10, policy)).toBe(1000);
+  });
+
+  it('does not count declines or drain hand-backs as attempts', () => {
+    let r = newJobRecord(job(), 0, policy);
+    for (let i = 0; i < 5; i++) r = endAttempt(assign(r, `w${i}`, i, 10), 'declined', 'busy', i, policy);
+    expect(r.status).toBe('queued');
+    expect(r.not_before).toBe(4);
+    r = endAttempt(assign(r, 'w9', 9, 10), 'cancelled', 'worker draining', 9, policy);
+    expect(r.status).toBe('queued');
+    expect(workersToAvoid(r)).toEqual([]);
+  });
+
+  it('fails a job that waits past its queue timeout, and cancels any live job', () => {
+    const q = newJobRecord(job(), 0, policy);
+    expect(expireQueued(q, 4999)).toBeUndefined();
+    expect(expireQueued(q, 5000)).toMatchObject({ status: 'failed' });
+    expect(cancel(assign(q, 'w', 0, 10), 1).status).toBe('cancelled');
+    const done = accept(assign(q, 'w', 0, 10), { seq: 1, attempt: 1, worker_id: 'w', output_digest: 'x' }, 1);
+    expect(cancel(done, 2)).toBe(done);
+  });
+
+  it('never exceeds max attempts under any sequence of ends (property)', () => {
+    const ends = fc.constantFrom(
+      'failed',
+      'timeout',
+      'oom',
+      'lease-expired',
+      'worker-lost',
+      'declined',
+      'cancelled' as const,
+    );
+    fc.assert(
+      fc.property(fc.array(ends, { maxLength: 30 }), fc.integer({ min: 1, max: 5 }), (seq, max) => {
+        const p = { ...policy, maxAttempts: max };
+        let r = newJobRecord(job(), 0, p);
+        for (const e of seq) {
+          if (r.status !== 'queued') break;
+          r = endAttempt(assign(r, 'w', 0, 10), e, null, 0, p);
+        }
+        const counted = r.history.filter((h) => h.ended !== 'declined' && h.ended !== 'cancelled').length;
+        expect(counted).toBeLessThanOrEqual(max);
+        expect(r.status === 'failed').toBe(counted === max);
+      }),
+    );
+  });
+});
+
+const worker = (id: string, over: Partial<WorkerView> = {}): WorkerView => ({
+  worker_id: id,
+  executor: 'process',
+  slots: 2,
+  slots_free: 2,
+  cpus: 2,
+  memory_mb: 4096,
+  images: [],
+  price_per_cpu_s: 0.001,
+  draining: false,
+  ...over,
+});
+const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
+  job_id: id,
+  image: 'sha256:img',
+  limits,
+  priority: 0,
+  enqueued_at: 0,
+  not_before: 0,
+  avoid: [],
+  ...over,
+});
+
+describe('placement', () => {
+  it('never overfills a worker and places by priority, then age', () => {
+    const jobs = [
+      pending('old', { enqueued_at: 1 }),
+      pending('new', { enqueued_at: 5 }),
+      pending('vip', { priority: 5, enqueued_at: 9 }),
+    ];
+    const out = place(jobs, [worker('a', { slots_free: 2 })], 10);
+    expect(out.map((p) => p.job_id)).toEqual(['vip', 'old']);
+  });
+
+  it('filters infeasible workers: draining, too small, missing image on docker, backing-off jobs', () => {
+    const ws = [
+      worker('draining', { draining: true }),
+      worker('small', { memory_mb: 128 }),
+      worker('docker-cold', { executor: 'docker' }),
+      worker('docker-warm', { executor: 'docker', images: ['sha256:img'], slots_free: 1 }),
+    ];
+    expect(place([pending('j'), pending('k'), pending('later', { not_before: 99 })], ws, 10)).toEqual([
+      { job_id: 'j', worker_id: 'docker-warm' },
+    ]);
+  });
+
+  it('prefers cheaper and emptier workers, and steers retries away from workers that failed the job', () => {
+    expect(
+      place([pending('j')], [worker('dear', { price_per_cpu_s: 0.01 }), worker('cheap')], 0)[0]!.worker_id,
+    ).toBe('cheap');
+    expect(place([pending('j')], [worker('busy', { slots_free: 1 }), worker('idle')], 0)[0]!.worker_id).toBe(
+      'idle',
+    );
+    expect(
+      place(
+        [pending('j', { avoid: ['cheap'] })],
+        [worker('dear', { price_per_cpu_s: 0.01 }), worker('cheap')],
+        0,
+      )[0]!.worker_id,
+    ).toBe('dear');
+    expect(place([pending('j', { avoid: ['only'] })], [worker('only')], 0)[0]!.worker_id).toBe('only');
+  });
+
+  it('places min(jobs, free slots) when everything fits (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 6 }),
+        fc.integer({ min: 0, max: 20 }),
+        (slots, n) => {
+          const ws = slots.map((s, i) => worker(`w${i}`, { slots: 4, slots_free: s }));
+          const jobs = Array.from({ length: n }, (_, i) => pending(`j${i}`));
+          const out = place(jobs, ws, 0);
+          expect(out).toHaveLength(
+            Math.min(
+              n,
+              slots.reduce((a, b) => a + b, 0),
+            ),
+          );
+          for (const w of ws)
+            expect(out.filter((p) => p.worker_id === w.worker_id).length).toBeLessThanOrEqual(w.slots_free);
+          expect(new Set(out.map((p) => p.job_id)).size).toBe(out.length);
+        },
+      ),
+    );
+  });
+});
+
+describe('packing', () => {
+  const epochs = expandStudy(
+    Study.parse({
+      name: 's',
+      scenario: {},
+      runs: 20,
+      sweep: [{ name: 'market.mechanism', values: ['none', 'sdr'] }],
+    }),
+    baseScenario(),
+  );
+
+  it('keeps every epoch once, in order', () => {
+    const batches = packEpochs(epochs, { ...DEFAULT_PACK, targetSeconds: 1e-4 });
+    expect(batches.flat().map((e) => e.epoch_id)).toEqual(epochs.map((e) => e.epoch_id));
+    expect(batches.length).toBeGreaterThan(1);
+  });
+
+  it('fills jobs up to the target seconds and the byte cap', () => {
+    // 12 households × 24 intervals × 2e-7 s ≈ 5.8e-5 s per epoch.
+    const bySeconds = packEpochs(epochs, { ...DEFAULT_PACK, targetSeconds: 2e-4 });
+    expect(bySeconds[0]).toHaveLength(4);
+    const one = JSON.stringify(epochs[0]).length;
+    const byBytes = packEpochs(epochs, { ...DEFAULT_PACK, targetSeconds: 1e9, maxBytes: one * 3 + 10 });
+    expect(byBytes[0]).toHaveLength(3);
+    expect(packEpochs(epochs, { ...DEFAULT_PACK, targetSeconds: 1e9 })).toHaveLength(1);
+  });
+});
