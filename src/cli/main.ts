@@ -1,18 +1,32 @@
 import { Command } from 'commander';
+import { VERSION } from '../version.ts';
+import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
+import { registerResults } from './results.ts';
 import { registerSimRun } from './sim-run.ts';
 import { registerSimStudy } from './sim-study.ts';
+import { registerStatus } from './status.ts';
+import { registerSubmit } from './submit.ts';
+import { registerWorker } from './worker.ts';
+import { registerCancel, registerWorkers } from './workers.ts';
 
 export function buildProgram(): Command {
   const program = new Command('plurigrid')
     .description('Plurigrid Simulation Commons: grid-epoch simulations, studies and the compute marketplace')
-    .version('0.1.0')
+    .version(VERSION)
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)');
   const sim = program.command('sim').description('run simulations on this machine').exitOverride();
   registerSimRun(sim);
   registerSimStudy(sim);
+  registerCoordinator(program);
+  registerWorker(program);
+  registerSubmit(program);
+  registerStatus(program);
+  registerResults(program);
+  registerWorkers(program);
+  registerCancel(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();
   return program;

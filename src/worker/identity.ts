@@ -19,7 +19,8 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
   try {
     kp = fromSeed(new TextEncoder().encode((await readFile(path, 'utf8')).trim()));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot load worker key ${path}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new Error(`cannot load worker key ${path}: ${(e as Error).message}`);
     await mkdir(dataDir, { recursive: true });
     kp = createUser();
     await writeFile(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600, flag: 'wx' });
@@ -38,7 +39,10 @@ export function identityFrom(kp: KeyPair): Identity {
 /** Checks a claim's signature against the worker id that says it signed it. */
 export function verifyClaim(workerId: string, claim: SignedClaim, signature: string): boolean {
   try {
-    return fromPublic(workerId).verify(new TextEncoder().encode(canonicalJson(claim)), Buffer.from(signature, 'base64'));
+    return fromPublic(workerId).verify(
+      new TextEncoder().encode(canonicalJson(claim)),
+      Buffer.from(signature, 'base64'),
+    );
   } catch {
     return false;
   }

@@ -1,0 +1,127 @@
+import { dirname, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { ApiClient } from '../coordinator/client.ts';
+import type { StudyStatus, SubmitRequest } from '../models/api.ts';
+import { parseInput } from '../models/errors.ts';
+import { Study } from '../models/study.ts';
+import { readJsonFile } from '../study/files.ts';
+import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
+import { intOption } from './options.ts';
+import { writeStudyResults } from './results.ts';
+import { statusLine } from './status.ts';
+
+interface Options extends ConnectionFlags {
+  follow?: boolean;
+  out?: string;
+  idempotencyKey?: string;
+  memoryMb?: number;
+  timeoutS?: number;
+  maxAttempts?: number;
+  targetJobSeconds?: number;
+  priority?: number;
+}
+
+/** Reads a study (with its scenario file inlined) or a single scenario into a submit request. */
+export async function requestFromFile(file: string, opts: Partial<Options> = {}): Promise<SubmitRequest> {
+  const raw = await readJsonFile(file, 'study or scenario');
+  const isStudy = raw !== null && typeof raw === 'object' && 'runs' in raw;
+  const req: SubmitRequest = {};
+  if (isStudy) {
+    const study = parseInput(Study, raw, `invalid study ${file}`);
+    const scenario =
+      typeof study.scenario === 'string'
+        ? await readJsonFile(resolve(dirname(file), study.scenario), 'scenario')
+        : study.scenario;
+    req.study = { ...study, scenario: scenario as Record<string, unknown> };
+  } else {
+    req.scenario = raw as Record<string, unknown>;
+  }
+  const limits = {
+    ...(opts.memoryMb !== undefined ? { memory_mb: opts.memoryMb } : {}),
+    ...(opts.timeoutS !== undefined ? { timeout_s: opts.timeoutS } : {}),
+  };
+  if (Object.keys(limits).length > 0) req.limits = limits;
+  if (opts.idempotencyKey) req.idempotency_key = opts.idempotencyKey;
+  if (opts.maxAttempts !== undefined) req.max_attempts = opts.maxAttempts;
+  if (opts.targetJobSeconds !== undefined) req.target_job_seconds = opts.targetJobSeconds;
+  if (opts.priority !== undefined) req.priority = opts.priority;
+  return req;
+}
+
+/** Polls a study until it ends, reporting progress; resolves with its final status. */
+export async function follow(
+  api: ApiClient,
+  studyId: string,
+  onProgress: (s: StudyStatus) => void,
+  pollMs = 250,
+): Promise<StudyStatus> {
+  for (;;) {
+    const s = await api.status(studyId);
+    onProgress(s);
+    if (s.state !== 'running') return s;
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+export function progressReporter(): { update: (s: StudyStatus) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { update: () => {}, stop: () => {} };
+  let last = '';
+  return {
+    update: (s) => {
+      const line = statusLine(s);
+      if (line !== last) process.stderr.write(`\r\x1b[2K${line}`);
+      last = line;
+    },
+    stop: () => last && process.stderr.write('\n'),
+  };
+}
+
+function secondsOption(flag: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0)
+      throw new InvalidArgumentError(`${flag}: expected seconds > 0, got "${v}"`);
+    return n;
+  };
+}
+
+export function registerSubmit(program: Command): void {
+  addConnectionOptions(
+    program
+      .command('submit')
+      .description('submit a study (or a single scenario) to the coordinator')
+      .argument('<file>', 'study or scenario JSON file')
+      .option('--follow', 'wait for it to finish, showing progress, then print the comparison')
+      .option('--out <dir>', 'with --follow: write the results table, aggregates and report here')
+      .option('--idempotency-key <key>', 'a repeated submit with the same key returns the first answer')
+      .option('--memory-mb <n>', 'memory limit per job', intOption('--memory-mb', 16, 65_536))
+      .option('--timeout-s <s>', 'wall-clock limit per job attempt', secondsOption('--timeout-s'))
+      .option('--max-attempts <n>', 'attempts per job', intOption('--max-attempts', 1, 20))
+      .option('--target-job-seconds <s>', 'work packed into one job', secondsOption('--target-job-seconds'))
+      .option('--priority <n>', 'higher runs first', intOption('--priority', -100, 100)),
+  ).action(async (file: string, opts: Options) => {
+    const req = await requestFromFile(file, opts);
+    const transport = await openClient(opts, 'plurigrid-submit');
+    try {
+      const api = new ApiClient(transport.nc);
+      const reply = await api.submit(req);
+      process.stdout.write(
+        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs\n`,
+      );
+      if (!opts.follow) return;
+      const progress = progressReporter();
+      const final = await follow(api, reply.study_id, progress.update);
+      progress.stop();
+      process.stdout.write(`${statusLine(final)}\n`);
+      if (final.state !== 'done') {
+        for (const f of final.failures) process.stdout.write(`  ${f.job_id}: ${f.reasons.join('; ')}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      await writeStudyResults(api, reply.study_id, opts.out);
+    } finally {
+      await transport.close();
+    }
+  });
+}

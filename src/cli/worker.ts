@@ -1,0 +1,132 @@
+import { availableParallelism, hostname, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { VERSION } from '../version.ts';
+import { WorkerAgent } from '../worker/agent.ts';
+import { createDockerExecutor, dockerAvailable } from '../worker/executors/docker.ts';
+import { createProcessExecutor } from '../worker/executors/process.ts';
+import type { Executor } from '../worker/executors/types.ts';
+import { loadOrCreateIdentity } from '../worker/identity.ts';
+import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
+import { createLogger } from './log.ts';
+import { intOption } from './options.ts';
+import { onShutdown } from './shutdown.ts';
+
+interface Options extends ConnectionFlags {
+  name: string;
+  executor: 'auto' | 'docker' | 'process';
+  slots: number;
+  price: number;
+  labels: Record<string, string>;
+  heartbeatMs: number;
+  drainS: number;
+  logLevel?: string;
+}
+
+function labelsOption(value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of value.split(',').filter(Boolean)) {
+    const [k, v] = pair.split('=');
+    if (!k || v === undefined)
+      throw new InvalidArgumentError(`--labels: expected key=value[,key=value], got "${pair}"`);
+    out[k.trim()] = v.trim();
+  }
+  return out;
+}
+
+function priceOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0)
+    throw new InvalidArgumentError(`--price: expected a number ≥ 0, got "${value}"`);
+  return n;
+}
+
+/** Docker when an engine answers (unless told otherwise), else the process executor with a warning. */
+export async function chooseExecutor(
+  kind: Options['executor'],
+  warn: (line: string) => void,
+): Promise<Executor> {
+  if (kind === 'process') return createProcessExecutor();
+  if (await dockerAvailable()) return createDockerExecutor();
+  if (kind === 'docker')
+    throw new Error('--executor docker: no Docker engine is reachable (is dockerd running?)');
+  warn(
+    'no Docker engine reachable: running jobs as child processes (process executor), without container isolation',
+  );
+  return createProcessExecutor();
+}
+
+export interface RunningWorker {
+  agent: WorkerAgent;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export async function startWorker(opts: Options): Promise<RunningWorker> {
+  const log = createLogger(`worker:${opts.name}`, opts.logLevel);
+  const identity = await loadOrCreateIdentity(join(resolve(opts.dataDir), 'workers', opts.name));
+  const executor = await chooseExecutor(opts.executor, (line) => log.warn(line));
+  const transport = await openClient(opts, `plurigrid-worker-${opts.name}`);
+  const agent = new WorkerAgent({
+    nc: transport.nc,
+    resources: transport.resources,
+    identity,
+    executor,
+    log,
+    config: {
+      name: opts.name,
+      slots: opts.slots,
+      cpus: availableParallelism(),
+      memory_mb: Math.floor(totalmem() / 2 ** 20),
+      gpus: 0,
+      labels: opts.labels,
+      price_per_cpu_s: opts.price,
+      offpeak: [],
+      heartbeatMs: opts.heartbeatMs,
+      version: VERSION,
+    },
+  });
+  await agent.start();
+  return {
+    agent,
+    stop: async (graceMs = opts.drainS * 1000) => {
+      await agent.stop(graceMs);
+      await executor.close();
+      await transport.close();
+    },
+  };
+}
+
+export function registerWorker(program: Command): void {
+  addConnectionOptions(
+    program
+      .command('worker')
+      .description("run a provider's worker: take jobs from the coordinator and run them in containers")
+      .option('--name <name>', 'worker name (its key lives in <data-dir>/workers/<name>)', hostname())
+      .option('--executor <kind>', 'auto, docker or process', 'auto')
+      .option(
+        '--slots <n>',
+        'jobs run at once',
+        intOption('--slots', 1, 1024),
+        Math.max(1, availableParallelism() - 1),
+      )
+      .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption, 0.001)
+      .option('--labels <k=v,...>', 'labels advertised to the scheduler', labelsOption, {})
+      .option('--heartbeat-ms <n>', 'heartbeat interval', intOption('--heartbeat-ms', 100, 60_000), 1000)
+      .option(
+        '--drain-s <n>',
+        'on SIGTERM, how long running jobs may finish before being handed back',
+        intOption('--drain-s', 0, 3600),
+        30,
+      )
+      .option('--log-level <level>', 'log level (fatal, error, warn, info, debug)'),
+  ).action(async (opts: Options) => {
+    if (!['auto', 'docker', 'process'].includes(opts.executor)) {
+      throw new InvalidArgumentError(`--executor: expected auto, docker or process, got "${opts.executor}"`);
+    }
+    const running = await startWorker(opts);
+    process.stdout.write(`worker ${opts.name} ready (${running.agent.workerId})\n`);
+    onShutdown(() => running.stop());
+    await new Promise(() => {});
+  });
+}

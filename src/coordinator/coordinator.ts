@@ -1,0 +1,622 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import {
+  AssignReply,
+  type AssignRequest,
+  JobResult,
+  type ResultRow,
+  type ResultsReply,
+  type StudyStatus,
+  type SubmitReply,
+  type SubmitRequest,
+} from '../models/api.ts';
+import { type JobOutput, JobOutput as JobOutputSchema } from '../models/job.ts';
+import { type AttemptEnd, JobRecord } from '../models/job-record.ts';
+import { StudyRecord } from '../models/study-record.ts';
+import { WorkerAd } from '../models/worker.ts';
+import type { Resources } from '../transport/resources.ts';
+import { STREAMS } from '../transport/resources.ts';
+import { subjects } from '../transport/subjects.ts';
+import { buildSubmission } from './intake.ts';
+import {
+  accept,
+  assign,
+  cancel,
+  DEFAULT_RETRY,
+  endAttempt,
+  expireQueued,
+  isCurrentAttempt,
+  isTerminal,
+  type RetryPolicy,
+  workersToAvoid,
+} from './job-state.ts';
+import { type PendingJob, place, type WorkerView } from './placement.ts';
+import { studyState, summarise } from './status.ts';
+import { verifyResult } from './verify.ts';
+
+export interface CoordinatorOptions {
+  /** Image every job pins (an image ID where Docker workers exist). */
+  image: string;
+  retry?: RetryPolicy;
+  /** Added to a job's timeout to form its lease: room for container start-up and result upload. */
+  leaseGraceMs?: number;
+  /** A worker is lost after this many missed heartbeats. */
+  missedHeartbeats?: number;
+  tickMs?: number;
+  /** How long a worker has to answer an assignment. */
+  assignTimeoutMs?: number;
+  log: Logger;
+}
+
+interface Entry<T> {
+  rec: T;
+  rev: number;
+}
+
+const CONSUMER = 'coordinator';
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * The coordinator's IO shell around pure scheduling. Every job and study transition is written to JetStream KV
+ * (compare-and-set on the revision) before it is acted on, so a restarted coordinator loads the same state and
+ * resumes; results are read from a durable consumer and acknowledged only after the transition they cause is stored.
+ */
+export class Coordinator {
+  private readonly jobs = new Map<string, Entry<JobRecord>>();
+  private readonly studies = new Map<string, Entry<StudyRecord>>();
+  private readonly workers = new Map<string, { ad: WorkerAd; seenAt: number }>();
+  private readonly inflight = new Set<string>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly outputs = new Map<number, JobOutput>();
+  private subs: Subscription[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private consuming: Promise<void> | undefined;
+  private stopping = false;
+  private startedAt = 0;
+  private readonly retry: RetryPolicy;
+  private readonly leaseGraceMs: number;
+  private readonly missedHeartbeats: number;
+  private readonly tickMs: number;
+  private readonly assignTimeoutMs: number;
+  private readonly log: Logger;
+  readonly image: string;
+  private readonly nc: NatsConnection;
+  private readonly resources: Resources;
+
+  constructor(nc: NatsConnection, resources: Resources, options: CoordinatorOptions) {
+    this.nc = nc;
+    this.resources = resources;
+    this.image = options.image;
+    this.retry = options.retry ?? DEFAULT_RETRY;
+    this.leaseGraceMs = options.leaseGraceMs ?? 30_000;
+    this.missedHeartbeats = options.missedHeartbeats ?? 3;
+    this.tickMs = options.tickMs ?? 100;
+    this.assignTimeoutMs = options.assignTimeoutMs ?? 2000;
+    this.log = options.log;
+  }
+
+  async start(): Promise<void> {
+    this.startedAt = Date.now();
+    await this.load();
+    this.subs.push(
+      this.nc.subscribe(subjects.heartbeatAll, {
+        callback: (err, msg) => {
+          if (err) return;
+          const ad = WorkerAd.safeParse(safeJson(msg.data));
+          if (ad.success) this.workers.set(ad.data.worker_id, { ad: ad.data, seenAt: Date.now() });
+        },
+      }),
+    );
+    this.consuming = this.consumeResults();
+    this.timer = setInterval(
+      () => void this.tick().catch((e) => this.log.error({ err: e.message }, 'tick failed')),
+      this.tickMs,
+    );
+    this.log.info(
+      { jobs: this.jobs.size, studies: this.studies.size, image: this.image },
+      'coordinator started',
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.timer);
+    for (const s of this.subs) s.unsubscribe();
+    await Promise.allSettled([...this.locks.values()]);
+  }
+
+  /** Loads every study and job, finishing any submission a crash cut short. */
+  private async load(): Promise<void> {
+    for (const [key, entry] of await loadAll(this.resources.kv.studies)) {
+      const parsed = StudyRecord.safeParse(safeJson(entry.value));
+      if (parsed.success) this.studies.set(key, { rec: parsed.data, rev: entry.revision });
+    }
+    for (const [key, entry] of await loadAll(this.resources.kv.jobs)) {
+      const parsed = JobRecord.safeParse(safeJson(entry.value));
+      if (parsed.success) this.jobs.set(key, { rec: parsed.data, rev: entry.revision });
+    }
+    for (const { rec } of this.studies.values()) {
+      if (rec.job_ids.every((id) => this.jobs.has(id))) continue;
+      const again = buildSubmission(rec.request, {
+        studyId: rec.study_id,
+        image: rec.image,
+        now: rec.submitted_at,
+        retry: this.retry,
+      });
+      for (const job of again.jobs) if (!this.jobs.has(job.job.job_id)) await this.createJob(job);
+      this.log.warn({ study_id: rec.study_id }, 'completed a submission interrupted by a restart');
+    }
+  }
+
+  // ─── API ────────────────────────────────────────────────────────────────────────────────────────────────
+
+  async submit(req: SubmitRequest): Promise<SubmitReply> {
+    const keyId = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
+    if (keyId) {
+      const seen = await this.idempotentReply(keyId);
+      if (seen) return seen;
+    }
+    const studyId = `s${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
+    const now = Date.now();
+    const sub = buildSubmission(req, { studyId, image: this.image, now, retry: this.retry });
+    if (keyId) {
+      try {
+        await this.resources.kv.idempotency.create(keyId, JSON.stringify({ study_id: studyId }));
+      } catch {
+        // Another submit with this key won the race: answer as it did.
+        const seen = await this.idempotentReply(keyId, 5000);
+        if (seen) return seen;
+        throw new Error('idempotency key is being used by a submit that has not finished');
+      }
+    }
+    const rev = await this.resources.kv.studies.create(studyId, JSON.stringify(sub.study));
+    this.studies.set(studyId, { rec: sub.study, rev });
+    await Promise.all(sub.jobs.map((j) => this.createJob(j)));
+    this.log.info(
+      { study_id: studyId, name: sub.study.name, epochs: sub.study.epochs, jobs: sub.jobs.length },
+      'study submitted',
+    );
+    this.event(studyId, { study_id: studyId, state: 'running' });
+    return {
+      study_id: studyId,
+      name: sub.study.name,
+      epochs: sub.study.epochs,
+      jobs: sub.jobs.length,
+      duplicate: false,
+    };
+  }
+
+  private async idempotentReply(keyId: string, waitMs = 0): Promise<SubmitReply | undefined> {
+    const until = Date.now() + waitMs;
+    for (;;) {
+      const entry = await this.resources.kv.idempotency.get(keyId);
+      const studyId = entry?.value.length
+        ? (safeJson(entry.value) as { study_id?: string }).study_id
+        : undefined;
+      const study = studyId ? this.studies.get(studyId)?.rec : undefined;
+      if (study) {
+        return {
+          study_id: study.study_id,
+          name: study.name,
+          epochs: study.epochs,
+          jobs: study.job_ids.length,
+          duplicate: true,
+        };
+      }
+      if (Date.now() >= until) return undefined;
+      await sleep(50);
+    }
+  }
+
+  status(studyId: string): StudyStatus {
+    const study = this.requireStudy(studyId);
+    return summarise(study, this.jobsOf(study));
+  }
+
+  list(limit: number): StudyStatus[] {
+    return [...this.studies.values()]
+      .map((e) => e.rec)
+      .sort((a, b) => b.submitted_at - a.submitted_at)
+      .slice(0, limit)
+      .map((s) => summarise(s, this.jobsOf(s)));
+  }
+
+  async cancelStudy(studyId: string): Promise<StudyStatus> {
+    const study = this.requireStudy(studyId);
+    for (const id of study.job_ids) {
+      await this.withJob(id, async (e) => {
+        if (isTerminal(e.rec)) return;
+        const running =
+          e.rec.status === 'assigned' ? { worker: e.rec.worker_id!, attempt: e.rec.attempt } : null;
+        await this.saveJob(id, e, cancel(e.rec, Date.now()));
+        if (running) {
+          this.nc.publish(
+            subjects.cancel(running.worker),
+            JSON.stringify({ job_id: id, attempt: running.attempt }),
+          );
+        }
+      });
+    }
+    await this.saveStudy(studyId, { ...study, state: 'cancelled', finished_at: Date.now() });
+    return this.status(studyId);
+  }
+
+  async results(studyId: string, offset: number, limit: number): Promise<ResultsReply> {
+    const study = this.requireStudy(studyId);
+    const rows: ResultRow[] = [];
+    let index = 0;
+    let total = 0;
+    for (const job of this.jobsOf(study)) {
+      if (job.status !== 'done' || !job.result) continue;
+      const n = job.job.epochs.length;
+      total += n;
+      if (index + n <= offset || rows.length >= limit) {
+        index += n;
+        continue;
+      }
+      const output = await this.outputOf(job.result.seq);
+      job.job.epochs.forEach((e, i) => {
+        if (index + i >= offset && rows.length < limit) {
+          const r = output.results[i]!.result;
+          rows.push({
+            epoch_id: e.epoch_id,
+            subset: e.subset,
+            run: e.run,
+            params: e.params,
+            metrics: r.metrics,
+            digest: r.digest,
+            worker_id: job.result!.worker_id,
+          });
+        }
+      });
+      index += n;
+    }
+    const next = offset + rows.length;
+    return { study_id: studyId, study: study.study, total, rows, next_offset: next < total ? next : null };
+  }
+
+  workerList(): (WorkerAd & { last_seen_ms_ago: number })[] {
+    const now = Date.now();
+    return [...this.workers.values()]
+      .filter((w) => !this.isLost(w, now))
+      .map((w) => ({ ...w.ad, last_seen_ms_ago: now - w.seenAt }));
+  }
+
+  private requireStudy(studyId: string): StudyRecord {
+    const study = this.studies.get(studyId)?.rec;
+    if (!study) throw new NotFoundError(`no study ${studyId}`);
+    return study;
+  }
+
+  private jobsOf(study: StudyRecord): JobRecord[] {
+    return study.job_ids.map((id) => this.jobs.get(id)?.rec).filter((r): r is JobRecord => r !== undefined);
+  }
+
+  // ─── scheduling ─────────────────────────────────────────────────────────────────────────────────────────
+
+  private isLost(w: { ad: WorkerAd; seenAt: number }, now: number): boolean {
+    return now - w.seenAt > w.ad.interval_ms * this.missedHeartbeats + 250;
+  }
+
+  /** One scheduling round: expire, reclaim lost or expired attempts, place, and close finished studies. */
+  async tick(): Promise<void> {
+    if (this.stopping) return;
+    const now = Date.now();
+    const work: Promise<unknown>[] = [];
+    const pending: PendingJob[] = [];
+    const busy = new Map<string, number>();
+    for (const [id, { rec }] of this.jobs) {
+      if (this.inflight.has(id)) continue;
+      if (rec.status === 'queued') {
+        const expired = expireQueued(rec, now);
+        if (expired)
+          work.push(this.withJob(id, (e) => this.saveJob(id, e, expireQueued(e.rec, now) ?? e.rec)));
+        else
+          pending.push({
+            job_id: id,
+            image: rec.job.image,
+            limits: rec.job.limits,
+            priority: rec.job.priority,
+            enqueued_at: rec.enqueued_at,
+            not_before: rec.not_before,
+            avoid: workersToAvoid(rec),
+          });
+      } else if (rec.status === 'assigned') {
+        const w = this.workers.get(rec.worker_id!);
+        busy.set(rec.worker_id!, (busy.get(rec.worker_id!) ?? 0) + 1);
+        const graceOver = now - this.startedAt > 5_000;
+        const lost = w ? this.isLost(w, now) : graceOver;
+        if (lost)
+          work.push(this.reclaim(id, rec.attempt, 'worker-lost', `no heartbeat from ${rec.worker_id}`));
+        else if (rec.lease_until !== null && now > rec.lease_until) {
+          work.push(this.reclaim(id, rec.attempt, 'lease-expired', 'lease expired before a result arrived'));
+        }
+      }
+    }
+    for (const id of this.inflight) {
+      const w = this.jobs.get(id)?.rec.worker_id;
+      if (w) busy.set(w, (busy.get(w) ?? 0) + 1);
+    }
+    const views: WorkerView[] = [];
+    for (const w of this.workers.values()) {
+      if (this.isLost(w, now)) continue;
+      const used = busy.get(w.ad.worker_id) ?? 0;
+      views.push({
+        worker_id: w.ad.worker_id,
+        executor: w.ad.executor,
+        slots: w.ad.slots,
+        slots_free: Math.max(0, Math.min(w.ad.slots_free, w.ad.slots - used)),
+        cpus: w.ad.cpus,
+        memory_mb: w.ad.memory_mb,
+        images: w.ad.images,
+        price_per_cpu_s: w.ad.price_per_cpu_s,
+        draining: w.ad.draining,
+      });
+    }
+    for (const p of place(pending, views, now)) work.push(this.dispatch(p.job_id, p.worker_id));
+    await Promise.all(work);
+    await this.closeFinishedStudies();
+  }
+
+  private async reclaim(jobId: string, attempt: number, ended: AttemptEnd, reason: string): Promise<void> {
+    await this.withJob(jobId, async (e) => {
+      if (e.rec.status !== 'assigned' || e.rec.attempt !== attempt) return;
+      this.log.warn({ job_id: jobId, attempt, worker_id: e.rec.worker_id, ended }, reason);
+      await this.saveJob(jobId, e, endAttempt(e.rec, ended, reason, Date.now(), this.retry));
+    });
+  }
+
+  /** Records the assignment, then asks the worker; a decline or silence puts the job straight back in the queue. */
+  private async dispatch(jobId: string, workerId: string): Promise<void> {
+    this.inflight.add(jobId);
+    try {
+      await this.withJob(jobId, async (e) => {
+        if (e.rec.status !== 'queued') return;
+        const now = Date.now();
+        const leased = assign(e.rec, workerId, now, e.rec.job.limits.timeout_s * 1000 + this.leaseGraceMs);
+        const saved = await this.saveJob(jobId, e, leased);
+        if (!saved) return;
+        const request: AssignRequest = {
+          job: leased.job,
+          attempt: leased.attempt,
+          lease_until: leased.lease_until!,
+        };
+        let reason: string | null = null;
+        try {
+          const msg = await this.nc.request(
+            subjects.assign(workerId),
+            encoder.encode(JSON.stringify(request)),
+            {
+              timeout: this.assignTimeoutMs,
+            },
+          );
+          const reply = AssignReply.parse(safeJson(msg.data));
+          if (reply.accepted) return;
+          reason = reply.reason ?? 'declined';
+        } catch (err) {
+          reason = `no answer: ${(err as Error).message}`;
+        }
+        const current = this.jobs.get(jobId)!;
+        if (isCurrentAttempt(current.rec, leased.attempt, workerId)) {
+          await this.saveJob(
+            jobId,
+            current,
+            endAttempt(current.rec, 'declined', reason, Date.now(), this.retry),
+          );
+        }
+      });
+    } finally {
+      this.inflight.delete(jobId);
+    }
+  }
+
+  private async closeFinishedStudies(): Promise<void> {
+    for (const [id, { rec }] of this.studies) {
+      if (rec.state !== 'running') continue;
+      const state = studyState(rec, this.jobsOf(rec));
+      if (state === 'running') continue;
+      await this.saveStudy(id, { ...rec, state, finished_at: Date.now() });
+      this.log.info({ study_id: id, state }, 'study finished');
+      this.event(id, { study_id: id, state });
+    }
+  }
+
+  // ─── results ────────────────────────────────────────────────────────────────────────────────────────────
+
+  private async consumeResults(): Promise<void> {
+    const { jsm, js } = this.resources;
+    await jsm.consumers
+      .add(STREAMS.results, {
+        durable_name: CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: 30_000_000_000,
+        max_ack_pending: 2000,
+      })
+      .catch((e) => {
+        if (!String(e.message).includes('already')) throw e;
+      });
+    const consumer = await js.consumers.get(STREAMS.results, CONSUMER);
+    const messages = await consumer.consume({ max_messages: 500 });
+    const inFlight = new Set<Promise<void>>();
+    for await (const m of messages) {
+      if (this.stopping) break;
+      const p = this.onResult(m)
+        .then(() => m.ack())
+        .catch((e) => {
+          // Not acknowledged: redelivered after ack_wait, and handling is idempotent.
+          this.log.error({ err: (e as Error).message, seq: m.seq }, 'result not processed');
+        })
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= 256) await Promise.race(inFlight);
+    }
+  }
+
+  private async onResult(m: JsMsg): Promise<void> {
+    const parsed = JobResult.safeParse(safeJson(m.data));
+    if (!parsed.success) {
+      this.log.warn({ seq: m.seq, subject: m.subject }, 'malformed result ignored');
+      return;
+    }
+    const result = parsed.data;
+    if (!this.jobs.has(result.job_id)) return;
+    await this.withJob(result.job_id, async (e) => {
+      if (!isCurrentAttempt(e.rec, result.attempt, result.worker_id)) return; // stale or duplicate
+      let output: JobOutput | null = null;
+      if (result.status === 'ok') output = await this.loadOutput(result).catch(() => null);
+      const problem = verifyResult(e.rec.job, result, output);
+      const now = Date.now();
+      let next: JobRecord;
+      if (problem) next = endAttempt(e.rec, 'rejected', problem, now, this.retry);
+      else if (result.status === 'ok') {
+        next = accept(
+          e.rec,
+          {
+            seq: m.seq,
+            attempt: result.attempt,
+            worker_id: result.worker_id,
+            output_digest: result.output_digest!,
+          },
+          now,
+        );
+        this.outputs.set(m.seq, output!);
+      } else next = endAttempt(e.rec, result.status, result.reason, now, this.retry);
+      if (problem)
+        this.log.warn({ job_id: result.job_id, worker_id: result.worker_id, problem }, 'result rejected');
+      await this.saveJob(result.job_id, e, next);
+    });
+  }
+
+  private async loadOutput(result: JobResult): Promise<JobOutput> {
+    if (result.results) return { job_id: result.job_id, results: result.results };
+    if (!result.output_object) throw new Error('result has neither inline results nor an output object');
+    const blob = await this.resources.outputs.getBlob(result.output_object);
+    if (!blob) throw new Error(`output object ${result.output_object} is missing`);
+    return JobOutputSchema.parse(JSON.parse(decoder.decode(blob)));
+  }
+
+  private async outputOf(seq: number): Promise<JobOutput> {
+    const cached = this.outputs.get(seq);
+    if (cached) return cached;
+    const msg = await this.resources.jsm.streams.getMessage(STREAMS.results, { seq });
+    if (!msg) throw new Error(`result ${seq} is missing from the ${STREAMS.results} stream`);
+    const output = await this.loadOutput(JobResult.parse(safeJson(msg.data)));
+    if (this.outputs.size > 5000) this.outputs.delete(this.outputs.keys().next().value!);
+    this.outputs.set(seq, output);
+    return output;
+  }
+
+  // ─── state ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Serialises work on one job: transitions never interleave. */
+  private withJob<T>(jobId: string, fn: (e: Entry<JobRecord>) => Promise<T>): Promise<T | undefined> {
+    const prev = this.locks.get(jobId) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      const e = this.jobs.get(jobId);
+      return e ? fn(e) : undefined;
+    });
+    const tail = next.catch(() => {});
+    this.locks.set(jobId, tail);
+    void tail.then(() => {
+      if (this.locks.get(jobId) === tail) this.locks.delete(jobId);
+    });
+    return next;
+  }
+
+  private async createJob(rec: JobRecord): Promise<void> {
+    const id = rec.job.job_id;
+    let rev: number;
+    try {
+      rev = await this.resources.kv.jobs.create(id, JSON.stringify(rec));
+    } catch {
+      const entry = await this.resources.kv.jobs.get(id);
+      rec = JobRecord.parse(safeJson(entry!.value));
+      rev = entry!.revision;
+    }
+    this.jobs.set(id, { rec, rev });
+  }
+
+  /** Compare-and-set on the job's revision; on a conflict the stored record wins and is reloaded. */
+  private async saveJob(jobId: string, e: Entry<JobRecord>, next: JobRecord): Promise<boolean> {
+    if (next === e.rec) return true;
+    try {
+      const rev = await this.resources.kv.jobs.update(jobId, JSON.stringify(next), e.rev);
+      this.jobs.set(jobId, { rec: next, rev });
+      if (next.status !== e.rec.status) this.jobEvent(next);
+      return true;
+    } catch (err) {
+      this.log.warn(
+        { job_id: jobId, err: (err as Error).message },
+        'job record changed underneath; reloading',
+      );
+      const entry = await this.resources.kv.jobs.get(jobId);
+      if (entry) this.jobs.set(jobId, { rec: JobRecord.parse(safeJson(entry.value)), rev: entry.revision });
+      return false;
+    }
+  }
+
+  private async saveStudy(studyId: string, next: StudyRecord): Promise<void> {
+    const e = this.studies.get(studyId)!;
+    try {
+      const rev = await this.resources.kv.studies.update(studyId, JSON.stringify(next), e.rev);
+      this.studies.set(studyId, { rec: next, rev });
+    } catch {
+      const entry = await this.resources.kv.studies.get(studyId);
+      if (entry)
+        this.studies.set(studyId, { rec: StudyRecord.parse(safeJson(entry.value)), rev: entry.revision });
+    }
+  }
+
+  private jobEvent(rec: JobRecord): void {
+    const ev = {
+      study_id: rec.job.study_id,
+      job_id: rec.job.job_id,
+      status: rec.status,
+      attempt: rec.attempt,
+      worker_id: rec.worker_id,
+      epochs: rec.job.epochs.length,
+      reason: rec.history.at(-1)?.reason ?? null,
+      at: Date.now(),
+    };
+    this.nc.publish(subjects.jobEvents(rec.job.job_id), JSON.stringify(ev));
+  }
+
+  private event(studyId: string, body: Record<string, unknown>): void {
+    this.nc.publish(subjects.studyEvents(studyId), JSON.stringify({ ...body, at: Date.now() }));
+  }
+}
+
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+}
+
+async function loadAll(kv: KV): Promise<Map<string, { value: Uint8Array; revision: number }>> {
+  const out = new Map<string, { value: Uint8Array; revision: number }>();
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  await Promise.all(
+    keys.map(async (k) => {
+      const e = await kv.get(k);
+      if (e && e.operation === 'PUT') out.set(k, { value: e.value, revision: e.revision });
+    }),
+  );
+  return out;
+}
+
+function safeJson(data: Uint8Array | string): unknown {
+  try {
+    return JSON.parse(typeof data === 'string' ? data : decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

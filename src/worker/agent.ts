@@ -1,0 +1,340 @@
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { AssignRequest, CancelJob, type JobResult, type SignedClaim } from '../models/api.ts';
+import { JobOutput } from '../models/job.ts';
+import type { WorkerAd } from '../models/worker.ts';
+import { canonicalJson, digestOf } from '../sim/digest.ts';
+import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
+import { subjects } from '../transport/subjects.ts';
+import type { ExecOutcome, Executor } from './executors/types.ts';
+import type { Identity } from './identity.ts';
+
+export interface WorkerConfig {
+  name: string;
+  slots: number;
+  cpus: number;
+  memory_mb: number;
+  gpus: number;
+  labels: Record<string, string>;
+  price_per_cpu_s: number;
+  offpeak: WorkerAd['offpeak'];
+  heartbeatMs: number;
+  version: string;
+}
+
+interface Running {
+  job_id: string;
+  attempt: number;
+  controller: AbortController;
+  /** Why it was aborted, reported as the result's reason. */
+  abortReason: string | null;
+  done: Promise<void>;
+}
+
+const encoder = new TextEncoder();
+const attemptKey = (jobId: string, attempt: number) => `${jobId}#${attempt}`;
+
+/**
+ * A provider's worker: advertises capacity in heartbeats, accepts assignments while it has free slots, runs each
+ * attempt on its executor, and publishes a signed result to the RESULTS stream with a message id, so a publish
+ * retried after a reconnect is stored once.
+ */
+export class WorkerAgent {
+  private readonly running = new Map<string, Running>();
+  private readonly subs: Subscription[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private images: string[] = [];
+  private imagesAt = 0;
+  private draining = false;
+  private closed = false;
+  private readonly nc: NatsConnection;
+  private readonly resources: Resources;
+  private readonly identity: Identity;
+  private readonly executor: Executor;
+  private readonly config: WorkerConfig;
+  private readonly log: Logger;
+
+  constructor(deps: {
+    nc: NatsConnection;
+    resources: Resources;
+    identity: Identity;
+    executor: Executor;
+    config: WorkerConfig;
+    log: Logger;
+  }) {
+    this.nc = deps.nc;
+    this.resources = deps.resources;
+    this.identity = deps.identity;
+    this.executor = deps.executor;
+    this.config = deps.config;
+    this.log = deps.log;
+  }
+
+  get workerId(): string {
+    return this.identity.workerId;
+  }
+
+  async start(): Promise<void> {
+    const id = this.identity.workerId;
+    this.subs.push(
+      this.nc.subscribe(subjects.assign(id), {
+        callback: (err, msg) => {
+          if (!err) this.onAssign(msg);
+        },
+      }),
+      this.nc.subscribe(subjects.cancel(id), {
+        callback: (err, msg) => {
+          if (!err) this.onCancel(msg);
+        },
+      }),
+    );
+    await this.nc.flush();
+    await this.heartbeat();
+    this.timer = setInterval(() => void this.heartbeat(), this.config.heartbeatMs);
+    this.log.info(
+      { worker_id: id, executor: this.executor.kind, slots: this.config.slots },
+      'worker started',
+    );
+  }
+
+  /** Stops taking work, lets running attempts finish for up to graceMs, then hands the rest back. */
+  async drain(graceMs: number): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.log.info({ running: this.running.size, grace_ms: graceMs }, 'draining');
+    await this.heartbeat();
+    const all = () => Promise.all([...this.running.values()].map((r) => r.done));
+    const timedOut = await Promise.race([all().then(() => false), sleep(graceMs).then(() => true)]);
+    if (timedOut) {
+      for (const r of this.running.values()) {
+        r.abortReason = 'worker draining: handed back';
+        r.controller.abort();
+      }
+      await all();
+    }
+  }
+
+  /** Drains, then stops heartbeats and subscriptions; the connection is the caller's to close. */
+  async stop(graceMs = 30_000): Promise<void> {
+    await this.drain(graceMs);
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const s of this.subs) s.unsubscribe();
+    await this.heartbeat(true).catch(() => {});
+  }
+
+  private advert(): WorkerAd {
+    return {
+      worker_id: this.identity.workerId,
+      name: this.config.name,
+      executor: this.executor.kind,
+      slots: this.config.slots,
+      slots_free: this.draining ? 0 : Math.max(0, this.config.slots - this.running.size),
+      cpus: this.config.cpus,
+      memory_mb: this.config.memory_mb,
+      gpus: this.config.gpus,
+      labels: this.config.labels,
+      images: this.images,
+      price_per_cpu_s: this.config.price_per_cpu_s,
+      offpeak: this.config.offpeak,
+      running: [...this.running.keys()],
+      draining: this.draining,
+      at: Date.now(),
+      interval_ms: this.config.heartbeatMs,
+      version: this.config.version,
+    };
+  }
+
+  private async heartbeat(final = false): Promise<void> {
+    if (this.closed && !final) return;
+    if (Date.now() - this.imagesAt > 30_000) {
+      this.imagesAt = Date.now();
+      this.images = await this.executor.cachedImages().catch(() => this.images);
+    }
+    const ad = this.advert();
+    try {
+      this.nc.publish(subjects.heartbeat(ad.worker_id), encoder.encode(JSON.stringify(ad)));
+      if (final) await this.resources.kv.workers.delete(ad.worker_id);
+      else await this.resources.kv.workers.put(ad.worker_id, JSON.stringify(ad));
+    } catch (e) {
+      // While NATS is away the client buffers; the next beat will tell the truth.
+      this.log.debug({ err: (e as Error).message }, 'heartbeat not stored');
+    }
+  }
+
+  private onAssign(msg: Msg): void {
+    const reply = (accepted: boolean, reason: string | null) =>
+      msg.respond(JSON.stringify({ accepted, reason }));
+    let req: AssignRequest;
+    try {
+      req = AssignRequest.parse(msg.json());
+    } catch (e) {
+      reply(false, `invalid assignment: ${(e as Error).message.slice(0, 200)}`);
+      return;
+    }
+    if (this.draining) return void reply(false, 'draining');
+    if (this.running.size >= this.config.slots) return void reply(false, 'no free slot');
+    const key = attemptKey(req.job.job_id, req.attempt);
+    if (this.running.has(key)) return void reply(true, null); // a retried request for what already runs
+    reply(true, null);
+    const running: Running = {
+      job_id: req.job.job_id,
+      attempt: req.attempt,
+      controller: new AbortController(),
+      abortReason: null,
+      done: Promise.resolve(),
+    };
+    running.done = this.execute(req, running).finally(() => {
+      this.running.delete(key);
+      void this.heartbeat();
+    });
+    this.running.set(key, running);
+  }
+
+  private onCancel(msg: Msg): void {
+    try {
+      const c = CancelJob.parse(msg.json());
+      const r = this.running.get(attemptKey(c.job_id, c.attempt));
+      if (r) {
+        r.abortReason = 'cancelled by the coordinator';
+        r.controller.abort();
+      }
+    } catch {
+      // Malformed cancels are ignored: nothing to stop.
+    }
+  }
+
+  private async execute(req: AssignRequest, running: Running): Promise<void> {
+    const { job, attempt } = req;
+    const started = Date.now();
+    const input = {
+      job_id: job.job_id,
+      epochs: job.epochs.map((e) => ({ epoch_id: e.epoch_id, scenario: e.scenario })),
+    };
+    let outcome: ExecOutcome;
+    if (digestOf(input) !== job.input_digest) {
+      outcome = failure('failed', 'input digest does not match the job: refusing to run it');
+    } else {
+      try {
+        outcome = await this.executor.run({
+          job_id: job.job_id,
+          image: job.image,
+          input,
+          limits: job.limits,
+          signal: running.controller.signal,
+        });
+      } catch (e) {
+        outcome = failure('failed', `executor error: ${(e as Error).message}`);
+      }
+    }
+    if (outcome.status === 'cancelled' && running.abortReason)
+      outcome = { ...outcome, reason: running.abortReason };
+
+    let results: JobOutput['results'] | null = null;
+    let outputDigest: string | null = null;
+    if (outcome.status === 'ok') {
+      const parsed = JobOutput.safeParse(safeJson(outcome.output));
+      if (!parsed.success || parsed.data.job_id !== job.job_id) {
+        outcome = { ...outcome, status: 'failed', reason: 'the runner wrote no valid output' };
+      } else {
+        results = parsed.data.results;
+        outputDigest = digestOf(parsed.data);
+      }
+    }
+    const claim: SignedClaim = {
+      job_id: job.job_id,
+      image: job.image,
+      input_digest: job.input_digest,
+      output_digest: outputDigest,
+    };
+    const result: JobResult = {
+      job_id: job.job_id,
+      study_id: job.study_id,
+      attempt,
+      worker_id: this.identity.workerId,
+      image: job.image,
+      input_digest: job.input_digest,
+      output_digest: outputDigest,
+      status: outcome.status,
+      reason: outcome.reason,
+      exit_code: outcome.exit_code,
+      results,
+      output_object: null,
+      usage: outcome.usage,
+      started_at: started,
+      finished_at: Date.now(),
+      stdout_tail: outcome.stdout_tail,
+      stderr_tail: outcome.stderr_tail,
+      signature: this.identity.sign(claim),
+    };
+    await this.publish(result);
+    this.log.info(
+      {
+        job_id: job.job_id,
+        attempt,
+        status: result.status,
+        reason: result.reason,
+        wall_ms: result.usage.wall_ms,
+      },
+      'attempt finished',
+    );
+  }
+
+  /** Publishes a result, moving big outputs to the object store; retries until the stream has it. */
+  private async publish(result: JobResult): Promise<void> {
+    const msgID = attemptKey(result.job_id, result.attempt);
+    let body = encoder.encode(JSON.stringify(result));
+    if (body.length > LARGE_OUTPUT_BYTES && result.results) {
+      const name = `${result.job_id}.${result.attempt}`;
+      const output = canonicalJson({ job_id: result.job_id, results: result.results });
+      await retry(
+        () => this.resources.outputs.putBlob({ name }, encoder.encode(output)),
+        this.log,
+        'object store put',
+      );
+      body = encoder.encode(JSON.stringify({ ...result, results: null, output_object: name }));
+    }
+    await retry(
+      () => this.resources.js.publish(subjects.results(result.job_id), body, { msgID }),
+      this.log,
+      'result publish',
+    );
+  }
+}
+
+function failure(status: ExecOutcome['status'], reason: string): ExecOutcome {
+  return {
+    status,
+    reason,
+    exit_code: null,
+    output: null,
+    usage: { wall_ms: 0, cpu_ms: null, max_memory_mb: null },
+    stdout_tail: '',
+    stderr_tail: '',
+  };
+}
+
+function safeJson(text: string | null): unknown {
+  if (text === null) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Retries an operation that may fail while NATS is away (restart, reconnect), with capped backoff, for up to 10 min. */
+async function retry<T>(op: () => Promise<T>, log: Logger, what: string): Promise<T> {
+  const deadline = Date.now() + 10 * 60_000;
+  for (let i = 0; ; i++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      log.warn({ err: (e as Error).message, attempt: i + 1 }, `${what} failed; retrying`);
+      await sleep(Math.min(5000, 100 * 2 ** i));
+    }
+  }
+}
