@@ -13,6 +13,7 @@ import {
   type SubmitReply,
   type SubmitRequest,
 } from '../models/api.ts';
+import { InputError } from '../models/errors.ts';
 import { type JobOutput, JobOutput as JobOutputSchema } from '../models/job.ts';
 import { type AttemptEnd, JobRecord } from '../models/job-record.ts';
 import { StudyRecord } from '../models/study-record.ts';
@@ -75,6 +76,7 @@ export class Coordinator {
   private subs: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
   private consuming: Promise<void> | undefined;
+  private messages: { stop(): void } | undefined;
   private stopping = false;
   private startedAt = 0;
   private readonly retry: RetryPolicy;
@@ -111,7 +113,10 @@ export class Coordinator {
         },
       }),
     );
-    this.consuming = this.consumeResults();
+    this.consuming = this.consumeResults().catch((e) => {
+      this.log.fatal({ err: (e as Error).message }, 'results consumer stopped');
+      process.exitCode = 1;
+    });
     this.timer = setInterval(
       () => void this.tick().catch((e) => this.log.error({ err: e.message }, 'tick failed')),
       this.tickMs,
@@ -126,6 +131,8 @@ export class Coordinator {
     this.stopping = true;
     clearInterval(this.timer);
     for (const s of this.subs) s.unsubscribe();
+    this.messages?.stop();
+    await this.consuming;
     await Promise.allSettled([...this.locks.values()]);
   }
 
@@ -160,9 +167,15 @@ export class Coordinator {
       const seen = await this.idempotentReply(keyId);
       if (seen) return seen;
     }
+    const image = req.image ?? this.image;
+    if (!this.knownImages().has(image)) {
+      throw new InputError('invalid submit request', [
+        `image: unknown image ${JSON.stringify(image)}; known: ${[...this.knownImages()].join(', ')}`,
+      ]);
+    }
     const studyId = `s${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
     const now = Date.now();
-    const sub = buildSubmission(req, { studyId, image: this.image, now, retry: this.retry });
+    const sub = buildSubmission(req, { studyId, image, now, retry: this.retry });
     if (keyId) {
       try {
         await this.resources.kv.idempotency.create(keyId, JSON.stringify({ study_id: studyId }));
@@ -210,6 +223,13 @@ export class Coordinator {
       if (Date.now() >= until) return undefined;
       await sleep(50);
     }
+  }
+
+  /** The coordinator's own image and every image a live worker holds. */
+  private knownImages(): Set<string> {
+    const known = new Set([this.image]);
+    for (const w of this.workers.values()) for (const i of w.ad.images) known.add(i);
+    return known;
   }
 
   status(studyId: string): StudyStatus {
@@ -442,6 +462,7 @@ export class Coordinator {
       });
     const consumer = await js.consumers.get(STREAMS.results, CONSUMER);
     const messages = await consumer.consume({ max_messages: 500 });
+    this.messages = messages;
     const inFlight = new Set<Promise<void>>();
     for await (const m of messages) {
       if (this.stopping) break;
@@ -455,6 +476,7 @@ export class Coordinator {
       inFlight.add(p);
       if (inFlight.size >= 256) await Promise.race(inFlight);
     }
+    await Promise.allSettled(inFlight);
   }
 
   private async onResult(m: JsMsg): Promise<void> {

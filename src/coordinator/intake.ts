@@ -5,7 +5,7 @@ import type { JobRecord } from '../models/job-record.ts';
 import { Study } from '../models/study.ts';
 import type { StudyRecord } from '../models/study-record.ts';
 import { digestOf } from '../sim/digest.ts';
-import { expandStudy } from '../study/expand.ts';
+import { expandStudy, sweepPoints } from '../study/expand.ts';
 import { newJobRecord, type RetryPolicy } from './job-state.ts';
 import { DEFAULT_PACK, packEpochs } from './pack.ts';
 
@@ -31,6 +31,12 @@ export function buildSubmission(
   if (typeof study.scenario === 'string')
     throw new InputError('invalid submit', ['study.scenario: expected inline']);
   const root = req.study ? 'study.scenario' : 'scenario';
+  const planned = sweepPoints(study).length * study.runs;
+  if (planned > MAX_EPOCHS_PER_STUDY) {
+    throw new InputError('study too large', [
+      `${req.study ? 'study.' : ''}runs: the study expands to ${planned} epochs; the limit is ${MAX_EPOCHS_PER_STUDY}`,
+    ]);
+  }
   let epochs: ReturnType<typeof expandStudy>;
   try {
     epochs = req.study
@@ -50,11 +56,6 @@ export function buildSubmission(
     const seed = (req.scenario as { seed?: number }).seed ?? 0;
     epochs = epochs.map((e) => ({ ...e, scenario: { ...e.scenario, seed } }));
     epochs = epochs.map((e) => ({ ...e, epoch_id: digestOf(e.scenario).slice(0, 16) }));
-  }
-  if (epochs.length > MAX_EPOCHS_PER_STUDY) {
-    throw new InputError('study too large', [
-      `runs: the study expands to ${epochs.length} epochs; the limit is ${MAX_EPOCHS_PER_STUDY}`,
-    ]);
   }
   const limits = ResourceLimits.parse(req.limits ?? {});
   const batches = packEpochs(epochs, {

@@ -18,6 +18,8 @@ export const SubmitRequest = z
     study: Study.optional(),
     /** Or a single scenario: a study of one epoch. */
     scenario: z.record(z.string(), z.unknown()).optional(),
+    /** Image the jobs pin; must be one the coordinator knows (default: its grid-epoch image). */
+    image: z.string().min(1).max(200).optional(),
     limits: ResourceLimits.partial().optional(),
     max_attempts: z.number().int().min(1).max(20).optional(),
     queue_timeout_s: z

@@ -89,7 +89,8 @@ export function describeIssues(error: z.ZodError, input: unknown, root = ''): st
     }
     const at = formatPath(issue.path, root);
     const got = valueAt(input, issue.path);
-    const suffix = got.found && !issue.message.includes('got ') ? `, got ${show(got.value)}` : '';
+    const suffix =
+      issue.path.length > 0 && got.found && !issue.message.includes('got ') ? `, got ${show(got.value)}` : '';
     return `${at}: ${issue.message}${suffix}`;
   });
 }

@@ -120,11 +120,12 @@ describe('plurigrid sim study', () => {
 });
 
 describe('plurigrid demo', () => {
-  it('runs the mechanism comparison and prints every mechanism', () => {
+  it('runs the mechanism comparison through coordinator and workers and prints every mechanism', () => {
     const out = join(tmp(), 'demo');
     const r = plurigrid('demo', '--out', out);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/mechanism-comparison: 180 epochs/);
+    expect(r.stdout).toMatch(/starting 2 (docker|process) workers/);
+    expect(r.stdout).toMatch(/mechanism-comparison: done · epochs 180\/180 done/);
     for (const m of MECHANISMS) expect(r.stdout).toContain(m);
     expect(existsSync(join(out, 'report.html'))).toBe(true);
   });

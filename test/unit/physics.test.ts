@@ -56,7 +56,9 @@ describe('apportionment', () => {
           const counts = apportion(shares, size);
           expect(counts.reduce((a, b) => a + b, 0)).toBe(size);
           const total = shares.reduce((a, b) => a + b, 0);
-          counts.forEach((c, i) => expect(Math.abs(c - (shares[i]! / total) * size)).toBeLessThan(1 + 1e-9));
+          counts.forEach((c, i) => {
+            expect(Math.abs(c - (shares[i]! / total) * size)).toBeLessThan(1 + 1e-9);
+          });
         },
       ),
     );

@@ -1,0 +1,184 @@
+/**
+ * Connections: `connectNats` for a client that reconnects forever, `openTransport` for the usual start-up (use the
+ * given server or start the embedded one, create the resources), and a zod-validated JSON codec for wire messages.
+ */
+import { connect as tcpConnect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { z } from 'zod';
+import { InputError, parseInput } from '../models/errors.ts';
+import { type EmbeddedNats, startEmbeddedNats } from './nats-server.ts';
+import { ensureResources, type Resources } from './resources.ts';
+
+/** Environment variable naming the NATS server to use instead of the embedded one. */
+export const NATS_URL_ENV = 'PLURIGRID_NATS_URL';
+const DEFAULT_FIRST_CONNECT_TIMEOUT_MS = 30_000;
+
+export interface ConnectOptions {
+  /** One URL, or several separated by commas (`nats://a:4222,nats://b:4222`). */
+  url: string;
+  /** Connection name shown by the server (e.g. `plurigrid-coordinator`). */
+  name: string;
+  /**
+   * How long to wait for the first connection before failing with a clear error (default 30 s; `Infinity` waits
+   * forever). Once connected, the client reconnects forever.
+   */
+  firstConnectTimeoutMs?: number;
+}
+
+function servers(url: string): string[] {
+  return url
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function hostPort(server: string): { host: string; port: number } | null {
+  try {
+    const u = new URL(server.includes('://') ? server : `nats://${server}`);
+    return { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port ? Number(u.port) : 4222 };
+  } catch {
+    return null;
+  }
+}
+
+function reachable(host: string, port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = tcpConnect({ host, port });
+    const finish = (ok: boolean) => {
+      socket.destroy();
+      done(ok);
+    };
+    socket.setTimeout(2_000, () => finish(false));
+    socket.once('connect', () => finish(true));
+    socket.once('error', () => finish(false));
+  });
+}
+
+/**
+ * The client's `waitOnFirstConnect` loop cannot be cancelled, so before handing over to it we wait (bounded) until
+ * at least one server accepts TCP connections; a wrong URL then fails with a message instead of hanging forever.
+ */
+async function awaitReachable(url: string, timeoutMs: number): Promise<void> {
+  const targets = servers(url)
+    .map(hostPort)
+    .filter((t) => t !== null);
+  if (targets.length === 0 || !Number.isFinite(timeoutMs)) return;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const results = await Promise.all(targets.map((t) => reachable(t.host, t.port)));
+    if (results.some(Boolean)) return;
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `cannot reach the NATS server at ${url} (no answer within ${Math.round(timeoutMs / 1000)} s); check --nats / ` +
+          `${NATS_URL_ENV}, or leave both unset to use the embedded server`,
+      );
+    }
+    await sleep(200);
+  }
+}
+
+/** A connection that waits for its first server and then reconnects forever (every 250 ms while the server is down). */
+export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
+  await awaitReachable(options.url, options.firstConnectTimeoutMs ?? DEFAULT_FIRST_CONNECT_TIMEOUT_MS);
+  return await connect({
+    servers: servers(options.url),
+    name: options.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    waitOnFirstConnect: true,
+  });
+}
+
+export interface TransportOptions {
+  /** NATS server URL; default `PLURIGRID_NATS_URL`, else the embedded server. */
+  url?: string;
+  /** Plurigrid data dir (the embedded server keeps its store and log here). */
+  dataDir: string;
+  /** Connection name. */
+  name: string;
+  firstConnectTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface Transport {
+  nc: NatsConnection;
+  url: string;
+  /** True when this transport started its own nats-server. */
+  embedded: boolean;
+  resources: Resources;
+  /** Drains the connection, then stops the embedded server if this transport started one. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Connects (to `url`, `PLURIGRID_NATS_URL`, or a freshly started embedded server) and ensures the resources. */
+export async function openTransport(options: TransportOptions): Promise<Transport> {
+  const given = options.url?.trim() || process.env[NATS_URL_ENV]?.trim() || undefined;
+  let server: EmbeddedNats | undefined;
+  let nc: NatsConnection | undefined;
+  try {
+    if (!given) server = await startEmbeddedNats({ dataDir: options.dataDir, log: options.log });
+    const url = given ?? server!.url;
+    nc = await connectNats({ url, name: options.name, firstConnectTimeoutMs: options.firstConnectTimeoutMs });
+    const resources = await ensureResources(nc);
+    const conn = nc;
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= (async () => {
+        try {
+          if (!conn.isClosed()) await conn.drain();
+        } catch {
+          // already closed or draining: nothing left to flush
+        } finally {
+          await server?.stop();
+        }
+      })();
+      return closing;
+    };
+    return { nc: conn, url, embedded: server !== undefined, resources, close };
+  } catch (err) {
+    await nc?.close().catch(() => {});
+    await server?.stop();
+    throw err;
+  }
+}
+
+/** A wire message that is not valid JSON or does not match its schema; `issues` name each bad path. */
+export class MessageDecodeError extends InputError {
+  constructor(what: string, issues: readonly string[]) {
+    super(what, issues);
+    this.name = 'MessageDecodeError';
+  }
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder('utf-8', { fatal: true });
+
+/** JSON bytes of a value (UTF-8). */
+export function encode(value: unknown): Uint8Array {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`cannot encode ${typeof value} as JSON`);
+  return textEncoder.encode(text);
+}
+
+/**
+ * Parses JSON bytes and validates them with `schema`. Throws a {@link MessageDecodeError} whose message names `what`
+ * and every bad path (`invalid status reply: job.status: expected one of "queued", …, got "lost"`).
+ */
+export function decode<S extends z.ZodType>(bytes: Uint8Array, schema: S, what: string): z.output<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(textDecoder.decode(bytes));
+  } catch (err) {
+    throw new MessageDecodeError(`invalid ${what}`, [`(root): not valid JSON (${(err as Error).message})`]);
+  }
+  try {
+    return parseInput(schema, value, `invalid ${what}`);
+  } catch (err) {
+    if (err instanceof InputError) throw new MessageDecodeError(`invalid ${what}`, err.issues);
+    throw err;
+  }
+}
+
+export const jsonCodec = { encode, decode } as const;

@@ -1,0 +1,277 @@
+/**
+ * The JetStream resources Plurigrid keeps its durable state in, and their idempotent creation.
+ *
+ * | resource         | kind         | what                                                                      |
+ * | ---------------- | ------------ | ------------------------------------------------------------------------- |
+ * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result envelopes, deduplicated by Msg-Id    |
+ * | `EVENTS`         | stream       | `plurigrid.events.>`: study/job lifecycle events, kept 24 h               |
+ * | `jobs`           | KV           | job records (the coordinator's source of truth)                           |
+ * | `studies`        | KV           | study records                                                             |
+ * | `idempotency`    | KV           | request id → response, for retried API calls                              |
+ * | `workers`        | KV (ttl 30s) | last advert per worker; an entry disappears when heartbeats stop          |
+ * | `outputs`        | object store | job outputs larger than {@link LARGE_OUTPUT_BYTES}                        |
+ *
+ * {@link ensureResources} creates what is missing and updates what differs, and may run concurrently from several
+ * processes and on every start.
+ */
+
+import {
+  DiscardPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type Stream,
+  type StreamConfig,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import { type KV, Kvm, type KvOptions } from '@nats-io/kv';
+import { type ObjectStore, Objm } from '@nats-io/obj';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { nanos } from '@nats-io/transport-node';
+import { subjects } from './subjects.ts';
+
+/** Outputs larger than this go to the `outputs` object store; the result envelope carries a reference. */
+export const LARGE_OUTPUT_BYTES = 512 * 1024;
+/** Largest message the RESULTS stream accepts (also the default nats-server max_payload). */
+export const MAX_RESULT_MSG_BYTES = 1024 * 1024;
+/** A publish retried with the same `Nats-Msg-Id` within this window is dropped by RESULTS. */
+export const RESULTS_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
+/** How long EVENTS keeps an event. */
+export const EVENTS_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+/** A worker's entry in the `workers` bucket expires this long after its last heartbeat. */
+export const WORKERS_TTL_MS = 30 * 1000;
+
+export const STREAMS = { results: 'RESULTS', events: 'EVENTS' } as const;
+export const BUCKETS = {
+  jobs: 'jobs',
+  studies: 'studies',
+  idempotency: 'idempotency',
+  workers: 'workers',
+} as const;
+export type BucketKey = keyof typeof BUCKETS;
+export const OBJECT_STORES = { outputs: 'outputs' } as const;
+
+type StreamDefinition = Pick<
+  StreamConfig,
+  | 'name'
+  | 'description'
+  | 'subjects'
+  | 'storage'
+  | 'retention'
+  | 'discard'
+  | 'max_age'
+  | 'max_msg_size'
+  | 'duplicate_window'
+  | 'num_replicas'
+>;
+
+/** Stream definitions (exported for inspection and tests; `ensureResources` applies them). */
+export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> = {
+  results: {
+    name: STREAMS.results,
+    description: 'Plurigrid job results (signed envelopes), deduplicated by Nats-Msg-Id',
+    subjects: [subjects.resultsAll],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: 0,
+    max_msg_size: MAX_RESULT_MSG_BYTES,
+    duplicate_window: nanos(RESULTS_DUPLICATE_WINDOW_MS),
+    num_replicas: 1,
+  },
+  events: {
+    name: STREAMS.events,
+    description: 'Plurigrid study and job lifecycle events',
+    subjects: [subjects.eventsAll],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(EVENTS_MAX_AGE_MS),
+    max_msg_size: -1,
+    duplicate_window: nanos(RESULTS_DUPLICATE_WINDOW_MS),
+    num_replicas: 1,
+  },
+};
+
+type BucketDefinition = Pick<KvOptions, 'description' | 'history' | 'storage' | 'ttl'>;
+
+/** KV bucket definitions; `ttl` is in milliseconds (0 = keep forever). */
+export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
+  jobs: { description: 'Plurigrid job records', history: 1, storage: StorageType.File, ttl: 0 },
+  studies: { description: 'Plurigrid study records', history: 1, storage: StorageType.File, ttl: 0 },
+  idempotency: {
+    description: 'Plurigrid API request ids and their responses',
+    history: 1,
+    storage: StorageType.File,
+    ttl: 0,
+  },
+  workers: {
+    description: 'Plurigrid worker adverts; an entry expires when its heartbeats stop',
+    history: 1,
+    storage: StorageType.File,
+    ttl: WORKERS_TTL_MS,
+  },
+};
+
+/** Typed handles on every resource. */
+export interface Resources {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  streams: { results: Stream; events: Stream };
+  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV };
+  outputs: ObjectStore;
+}
+
+/** A resource exists with a setting that cannot be changed in place (e.g. memory instead of file storage). */
+export class ResourceConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ResourceConflictError';
+  }
+}
+
+const API_STREAM_NOT_FOUND = 10059;
+/** "stream name already in use with a different configuration" (a concurrent create won the race). */
+const API_STREAM_NAME_IN_USE = 10058;
+const API_SUBJECTS_OVERLAP = 10065;
+
+function apiCode(err: unknown): number | undefined {
+  return err instanceof JetStreamApiError ? err.code : undefined;
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  return (
+    apiCode(err) === API_STREAM_NOT_FOUND || (err instanceof Error && err.message === 'stream not found')
+  );
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && [...a].sort().join('\u0000') === [...b].sort().join('\u0000');
+  }
+  return (a ?? null) === (b ?? null);
+}
+
+/** Keys of `want` whose value differs in `have`. */
+function differences(have: object, want: object): string[] {
+  const h = have as Record<string, unknown>;
+  return Object.entries(want)
+    .filter(([k, v]) => !sameValue(h[k], v))
+    .map(([k]) => k);
+}
+
+/**
+ * Creates the stream, or updates it when its settings differ from `def`. Safe under concurrency: when another process
+ * creates the stream between our lookup and our create, we look again and update if needed.
+ */
+export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition): Promise<StreamInfo> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    let info: StreamInfo | undefined;
+    try {
+      info = await jsm.streams.info(def.name);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+    }
+    if (!info) {
+      try {
+        return await jsm.streams.add({ ...def });
+      } catch (err) {
+        // A concurrent creator may win with the same name (10058) or, mid-creation, its subjects (10065).
+        if (apiCode(err) !== API_STREAM_NAME_IN_USE && apiCode(err) !== API_SUBJECTS_OVERLAP) throw err;
+        lastError = err; // created concurrently: look again
+        await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+        continue;
+      }
+    }
+    const diff = differences(info.config, def);
+    if (diff.length === 0) return info;
+    for (const fixed of ['storage', 'retention'] as const) {
+      if (diff.includes(fixed)) {
+        throw new ResourceConflictError(
+          `stream ${def.name} exists with ${fixed} ${JSON.stringify(info.config[fixed])} but plurigrid needs ` +
+            `${JSON.stringify(def[fixed])}; this cannot be changed in place — delete the stream (losing its data) ` +
+            `or use a fresh NATS store`,
+        );
+      }
+    }
+    const { name: _name, storage: _storage, retention: _retention, ...updatable } = def;
+    return await jsm.streams.update(def.name, updatable);
+  }
+  throw lastError;
+}
+
+async function ensureBucket(
+  kvm: Kvm,
+  jsm: JetStreamManager,
+  name: string,
+  def: BucketDefinition,
+): Promise<KV> {
+  const kv = await kvm.create(name, { ...def });
+  // Kvm.create only opens an existing bucket; bring its limits in line with the definition.
+  const status = await kv.status();
+  const config = status.streamInfo.config;
+  const want = {
+    max_msgs_per_subject: def.history,
+    max_age: nanos(def.ttl ?? 0),
+  };
+  if (config.storage !== def.storage) {
+    throw new ResourceConflictError(
+      `KV bucket ${name} exists with ${config.storage} storage but plurigrid needs ${def.storage}; ` +
+        'delete the bucket (losing its data) or use a fresh NATS store',
+    );
+  }
+  if (differences(config, want).length > 0) await jsm.streams.update(config.name, want);
+  return kv;
+}
+
+/** Fails with a message that names the cause when the server has no JetStream. */
+async function manager(nc: NatsConnection): Promise<JetStreamManager> {
+  try {
+    return await jetstreamManager(nc);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(
+      `the NATS server at ${nc.getServer()} does not offer JetStream (${message}); plurigrid needs a server ` +
+        'started with JetStream enabled (nats-server -js)',
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Creates or updates every stream, bucket and object store, then returns handles on them. Idempotent: call it on
+ * every start, from as many processes at once as you like.
+ */
+export async function ensureResources(nc: NatsConnection): Promise<Resources> {
+  const jsm = await manager(nc);
+  const js = jetstream(nc);
+  const kvm = new Kvm(js);
+  const objm = new Objm(js);
+
+  await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
+  const [jobs, studies, idempotency, workers] = await Promise.all(
+    (['jobs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
+      ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
+    ),
+  );
+  const outputs = await objm.create(OBJECT_STORES.outputs, {
+    description: 'Plurigrid job outputs too large for a result message',
+    storage: StorageType.File,
+  });
+  const [results, events] = await Promise.all([
+    js.streams.get(STREAMS.results),
+    js.streams.get(STREAMS.events),
+  ]);
+  return {
+    js,
+    jsm,
+    streams: { results, events },
+    kv: { jobs: jobs!, studies: studies!, idempotency: idempotency!, workers: workers! },
+    outputs,
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * Every NATS subject Plurigrid uses, in one place. Nothing else in the code base spells a subject by hand: build them
+ * with `subjects.*` so a rename is one edit and ids are checked before they reach the wire.
+ *
+ * ```
+ * plurigrid.api.<op>                  request/reply micro service "plurigrid" (submit, status, list, cancel, results, workers)
+ * plurigrid.worker.hb.<workerId>      worker heartbeat / advert
+ * plurigrid.worker.<workerId>.assign  coordinator → worker assignment (reply = accept/decline)
+ * plurigrid.worker.<workerId>.cancel  coordinator → worker: stop an attempt
+ * plurigrid.results.<jobId>           worker → RESULTS stream
+ * plurigrid.events.study.<studyId>    study lifecycle events (EVENTS stream)
+ * plurigrid.events.job.<jobId>        job lifecycle events (EVENTS stream)
+ * ```
+ */
+
+export const ROOT = 'plurigrid';
+
+/** Name of the NATS micro service (`@nats-io/services`) that serves the API. */
+export const API_SERVICE_NAME = 'plurigrid';
+/** The service group: endpoints are `plurigrid.api.<op>`. */
+export const API_GROUP = `${ROOT}.api`;
+export const API_OPS = ['submit', 'status', 'list', 'cancel', 'results', 'workers'] as const;
+export type ApiOp = (typeof API_OPS)[number];
+
+/** Thrown when an id would not make a single, literal subject token. */
+export class SubjectIdError extends Error {
+  readonly kind: string;
+  readonly id: unknown;
+  constructor(kind: string, id: unknown, problem: string) {
+    super(`invalid ${kind} ${JSON.stringify(id)} for a NATS subject: ${problem}`);
+    this.name = 'SubjectIdError';
+    this.kind = kind;
+    this.id = id;
+  }
+}
+
+/** Longest id accepted in a subject token (NATS has no hard limit; this keeps subjects and KV keys sane). */
+export const MAX_ID_LENGTH = 256;
+
+/**
+ * Checks that `id` is usable as exactly one subject token: non-empty, at most {@link MAX_ID_LENGTH} characters, with
+ * no `.` (token separator), `*` or `>` (wildcards), whitespace or control characters. Returns the id.
+ */
+export function checkId(kind: string, id: unknown): string {
+  if (typeof id !== 'string') throw new SubjectIdError(kind, id, 'expected a string');
+  if (id.length === 0) throw new SubjectIdError(kind, id, 'must not be empty');
+  if (id.length > MAX_ID_LENGTH) {
+    throw new SubjectIdError(kind, id, `longer than ${MAX_ID_LENGTH} characters`);
+  }
+  if (id.includes('.'))
+    throw new SubjectIdError(kind, id, 'must not contain "." (it separates subject tokens)');
+  if (/[*>]/.test(id)) throw new SubjectIdError(kind, id, 'must not contain the wildcards "*" or ">"');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  if (/[\s\u0000-\u001f\u007f]/.test(id)) {
+    throw new SubjectIdError(kind, id, 'must not contain spaces or control characters');
+  }
+  return id;
+}
+
+/** True when {@link checkId} would accept `id`. */
+export function isValidId(id: unknown): id is string {
+  try {
+    checkId('id', id);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const subjects = {
+  /** `plurigrid.api.<op>` — one endpoint of the API service. */
+  api(op: ApiOp): string {
+    if (!(API_OPS as readonly string[]).includes(op)) {
+      throw new SubjectIdError('api op', op, `expected one of ${API_OPS.join(', ')}`);
+    }
+    return `${API_GROUP}.${op}`;
+  },
+  /** `plurigrid.api.>` — every API endpoint. */
+  apiAll: `${API_GROUP}.>`,
+
+  /** `plurigrid.worker.hb.<workerId>` — a worker's heartbeat / advert. */
+  heartbeat(workerId: string): string {
+    return `${ROOT}.worker.hb.${checkId('worker id', workerId)}`;
+  },
+  /** `plurigrid.worker.hb.*` — every worker's heartbeat. */
+  heartbeatAll: `${ROOT}.worker.hb.*`,
+
+  /** `plurigrid.worker.<workerId>.assign` — coordinator → worker assignment request. */
+  assign(workerId: string): string {
+    return `${ROOT}.worker.${checkId('worker id', workerId)}.assign`;
+  },
+  /** `plurigrid.worker.<workerId>.cancel` — coordinator → worker cancellation. */
+  cancel(workerId: string): string {
+    return `${ROOT}.worker.${checkId('worker id', workerId)}.cancel`;
+  },
+
+  /** `plurigrid.results.<jobId>` — a job's results, captured by the RESULTS stream. */
+  results(jobId: string): string {
+    return `${ROOT}.results.${checkId('job id', jobId)}`;
+  },
+  /** `plurigrid.results.>` — the RESULTS stream's subjects. */
+  resultsAll: `${ROOT}.results.>`,
+
+  /** `plurigrid.events.study.<studyId>` — one study's lifecycle events. */
+  studyEvents(studyId: string): string {
+    return `${ROOT}.events.study.${checkId('study id', studyId)}`;
+  },
+  /** `plurigrid.events.job.<jobId>` — one job's lifecycle events. */
+  jobEvents(jobId: string): string {
+    return `${ROOT}.events.job.${checkId('job id', jobId)}`;
+  },
+  /** `plurigrid.events.study.*` — every study's events. */
+  studyEventsAll: `${ROOT}.events.study.*`,
+  /** `plurigrid.events.job.*` — every job's events. */
+  jobEventsAll: `${ROOT}.events.job.*`,
+  /** `plurigrid.events.>` — the EVENTS stream's subjects. */
+  eventsAll: `${ROOT}.events.>`,
+} as const;
+
+/** The id in the last token of a heartbeat, results or events subject (`plurigrid.results.j1` → `j1`). */
+export function lastToken(subject: string): string {
+  return subject.slice(subject.lastIndexOf('.') + 1);
+}

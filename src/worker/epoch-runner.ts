@@ -1,0 +1,94 @@
+// The program inside every job container (and under the process executor): reads a JobInput, runs its epochs in
+// order and writes a JobOutput as canonical JSON. It is bundled into images/grid-epoch, so it imports only the
+// engine and its schemas — no CLI, transport or Docker code.
+//
+//   epoch-runner [--input /input/job.json] [--output /output/results.json]
+//
+// Exit codes: 0 ok; 2 bad usage or invalid input (each problem named by its path on stderr); 1 anything else.
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { InputError, parseInput } from '../models/errors.ts';
+import { JobInput, type JobOutput } from '../models/job.ts';
+import { canonicalJson } from '../sim/digest.ts';
+import { runEpoch } from '../sim/epoch.ts';
+
+export const DEFAULT_INPUT = '/input/job.json';
+export const DEFAULT_OUTPUT = '/output/results.json';
+
+const USAGE = 'usage: epoch-runner [--input <job.json>] [--output <results.json>]';
+
+interface Args {
+  input: string;
+  output: string;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { input: DEFAULT_INPUT, output: DEFAULT_OUTPUT };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    if (flag !== '--input' && flag !== '--output') {
+      throw new InputError('bad usage', [`unknown argument ${JSON.stringify(flag)}`, USAGE]);
+    }
+    const value = argv[++i];
+    if (!value) throw new InputError('bad usage', [`${flag} needs a file path`, USAGE]);
+    args[flag === '--input' ? 'input' : 'output'] = value;
+  }
+  return args;
+}
+
+// Synchronous file IO throughout: a one-shot program gains nothing from async IO, and it keeps libuv from starting
+// its thread pool, which matters under a container's small pids limit (threads count as pids).
+function readJobInput(path: string): JobInput {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputError('cannot read job input', [`${path}: ${code === 'ENOENT' ? 'no such file' : code}`]);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new InputError('invalid job input', [`${path}: not valid JSON (${(e as Error).message})`]);
+  }
+  return parseInput(JobInput, raw, `invalid job input ${path}`);
+}
+
+/** Temp file in the output's own directory, then rename: a reader never sees half a result. */
+function writeAtomic(path: string, text: string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    writeFileSync(tmp, text);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+export function main(argv: readonly string[]): number {
+  try {
+    const args = parseArgs(argv);
+    const job = readJobInput(args.input);
+    const output: JobOutput = { job_id: job.job_id, results: [] };
+    for (const [i, epoch] of job.epochs.entries()) {
+      const started = performance.now();
+      output.results.push({ epoch_id: epoch.epoch_id, result: runEpoch(epoch.scenario) });
+      const ms = Math.round(performance.now() - started);
+      process.stderr.write(`epoch ${i + 1}/${job.epochs.length} ${epoch.epoch_id} done in ${ms} ms\n`);
+    }
+    writeAtomic(args.output, canonicalJson(output));
+    return 0;
+  } catch (e) {
+    if (e instanceof InputError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`error: ${(e as Error)?.message ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+// Run only as a program, so tests can import main() without side effects.
+if (import.meta.main) process.exitCode = main(process.argv.slice(2));

@@ -1,0 +1,183 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ApiClient } from '../../src/coordinator/client.ts';
+import type { StudyStatus, SubmitRequest } from '../../src/models/api.ts';
+import { connectNats } from '../../src/transport/connect.ts';
+import { type EmbeddedNats, startEmbeddedNats } from '../../src/transport/nats-server.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(root, 'bin', 'plurigrid.js');
+
+export const example = (name: string) =>
+  JSON.parse(readFileSync(join(root, 'examples', `${name}.json`), 'utf8'));
+
+/** A real deployment in miniature: its own nats-server, and coordinator and workers as separate processes. */
+export class Cluster {
+  readonly dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-cluster-'));
+  nats!: EmbeddedNats;
+  nc!: NatsConnection;
+  api!: ApiClient;
+  coordinator: ChildProcess | undefined;
+  readonly workers = new Map<string, ChildProcess>();
+  private readonly logs = new Map<ChildProcess, string>();
+
+  async start(): Promise<this> {
+    this.nats = await startEmbeddedNats({ dataDir: this.dataDir });
+    this.nc = await connectNats({ url: this.nats.url, name: 'test-client' });
+    this.api = new ApiClient(this.nc, 10_000);
+    return this;
+  }
+
+  private spawnCli(args: string[], ready: RegExp): Promise<ChildProcess> {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.logs.set(child, '');
+    const append = (d: Buffer) => this.logs.set(child, (this.logs.get(child) ?? '') + d.toString());
+    child.stderr!.on('data', append);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`not ready in 20 s: ${args.join(' ')}\n${this.logs.get(child)}`)),
+        20_000,
+      );
+      child.stdout!.on('data', (d: Buffer) => {
+        append(d);
+        if (ready.test(this.logs.get(child)!)) {
+          clearTimeout(timer);
+          resolve(child);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`exited with ${code}: ${args.join(' ')}\n${this.logs.get(child)}`));
+      });
+    });
+  }
+
+  async startCoordinator(extra: string[] = []): Promise<ChildProcess> {
+    this.coordinator = await this.spawnCli(
+      ['coordinator', '--nats', this.nats.url, '--data-dir', this.dataDir, '--log-level', 'warn', ...extra],
+      /coordinator ready/,
+    );
+    return this.coordinator;
+  }
+
+  async startWorker(name: string, extra: string[] = []): Promise<ChildProcess> {
+    const child = await this.spawnCli(
+      [
+        'worker',
+        '--name',
+        name,
+        '--nats',
+        this.nats.url,
+        '--data-dir',
+        this.dataDir,
+        '--executor',
+        'process',
+        '--slots',
+        '1',
+        '--heartbeat-ms',
+        '200',
+        '--log-level',
+        'warn',
+        ...extra,
+      ],
+      /ready/,
+    );
+    this.workers.set(name, child);
+    return child;
+  }
+
+  log(child: ChildProcess): string {
+    return this.logs.get(child) ?? '';
+  }
+
+  /** Waits until `n` workers are visible to the coordinator. */
+  async waitForWorkers(n: number, timeoutMs = 15_000): Promise<void> {
+    await until(async () => (await this.api.workers()).workers.length >= n, timeoutMs, `${n} workers`);
+  }
+
+  submit(req: SubmitRequest) {
+    return this.api.submit(req);
+  }
+
+  /** Polls the study until it leaves `running` (the coordinator may be down for a while: errors are retried). */
+  async waitForStudy(studyId: string, timeoutMs = 60_000): Promise<StudyStatus> {
+    let last: StudyStatus | undefined;
+    await until(
+      async () => {
+        last = await this.api.status(studyId);
+        return last.state !== 'running';
+      },
+      timeoutMs,
+      `study ${studyId} to finish`,
+      true,
+    );
+    return last!;
+  }
+
+  async kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill(signal);
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.workers.values()].map((w) => this.kill(w)));
+    if (this.coordinator) await this.kill(this.coordinator);
+    await this.nc?.close().catch(() => {});
+    await this.nats?.stop();
+  }
+}
+
+export async function until(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+  retryErrors = false,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch (e) {
+      if (!retryErrors) throw e;
+      lastError = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A small study: `mechanisms` × `runs` epochs of a 30-household community, split into one epoch per job. */
+export function smallStudy(runs = 3, mechanisms = ['none', 'sdr']): SubmitRequest {
+  const scenario = example('suburb-summer');
+  scenario.community.size = 30;
+  return {
+    study: {
+      name: 'small',
+      scenario,
+      runs,
+      seed: 5,
+      sweep: [{ name: 'market.mechanism', values: mechanisms }],
+    },
+    target_job_seconds: 0,
+  };
+}
+
+/** One heavy epoch (seconds of work), to have a job running long enough to break something under it. */
+export function heavyScenario(households = 3000, days = 3): Record<string, unknown> {
+  const scenario = example('suburb-summer');
+  scenario.community.size = households;
+  scenario.time.days = days;
+  delete scenario.feeder;
+  return scenario;
+}

@@ -1,0 +1,211 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { InputError } from '../../src/models/errors.ts';
+import { JobRecord } from '../../src/models/job-record.ts';
+import { Scenario } from '../../src/models/scenario.ts';
+import { Study } from '../../src/models/study.ts';
+import { runEpoch } from '../../src/sim/epoch.ts';
+import { expandStudy } from '../../src/study/expand.ts';
+import { ensureResources } from '../../src/transport/resources.ts';
+import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
+
+let cluster: Cluster | undefined;
+afterEach(async () => {
+  await cluster?.stop();
+  cluster = undefined;
+});
+
+async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
+  const { kv } = await ensureResources(c.nc);
+  const out: JobRecord[] = [];
+  for await (const key of await kv.jobs.keys()) {
+    if (!key.startsWith(studyId)) continue;
+    const e = await kv.jobs.get(key);
+    out.push(JobRecord.parse(e!.json()));
+  }
+  return out;
+}
+
+/** Every epoch exactly once, with the digest the engine gives in-process. */
+async function expectExactResults(c: Cluster, studyId: string, req: ReturnType<typeof smallStudy>) {
+  const { rows } = await c.api.allResults(studyId);
+  const expected = expandStudy(Study.parse(req.study), req.study!.scenario);
+  expect(rows).toHaveLength(expected.length);
+  expect(new Set(rows.map((r) => r.epoch_id)).size).toBe(expected.length);
+  for (const e of expected) {
+    const row = rows.find((r) => r.epoch_id === e.epoch_id)!;
+    expect(row.digest).toBe(runEpoch(e.scenario).digest);
+  }
+}
+
+describe('the marketplace loop', () => {
+  it('runs a study across two workers with results identical to local runs; a repeated key returns the first answer', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.startWorker('b');
+    await cluster.waitForWorkers(2);
+    const req = { ...smallStudy(3), idempotency_key: 'paper-42' };
+    const first = await cluster.submit(req);
+    expect(first).toMatchObject({ epochs: 6, jobs: 6, duplicate: false });
+    const again = await cluster.submit(req);
+    expect(again).toMatchObject({ study_id: first.study_id, duplicate: true });
+    const status = await cluster.waitForStudy(first.study_id);
+    expect(status.state).toBe('done');
+    await expectExactResults(cluster, first.study_id, req);
+    const workersUsed = new Set((await cluster.api.allResults(first.study_id)).rows.map((r) => r.worker_id));
+    expect(workersUsed.size).toBe(2);
+    expect((await cluster.api.list()).studies.map((s) => s.study_id)).toEqual([first.study_id]);
+  });
+
+  it('rejects bad submits with path-named errors and stays up', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    const bad = async (req: unknown) => {
+      try {
+        await cluster!.submit(req as never);
+      } catch (e) {
+        expect(e).toBeInstanceOf(InputError);
+        return (e as InputError).issues;
+      }
+      throw new Error('expected a rejection');
+    };
+    const wrongType = smallStudy();
+    (wrongType.study!.scenario as { community: { size: unknown } }).community.size = 'many';
+    expect((await bad(wrongType))[0]).toMatch(
+      /^study\.scenario\.community\.size: expected number, got "many"/,
+    );
+    expect(await bad({ ...smallStudy(), image: 'sha256:nope' })).toEqual([
+      expect.stringMatching(/^image: unknown image "sha256:nope"/),
+    ]);
+    expect(await bad({ ...smallStudy(), limits: { memory_mb: 'lots' } })).toEqual([
+      expect.stringMatching(/^limits\.memory_mb: expected number/),
+    ]);
+    const huge = smallStudy(10_000, [
+      'none',
+      'sdr',
+      'sdr',
+      'none',
+      'bill-sharing',
+      'uniform-price',
+      'none',
+      'sdr',
+      'sdr',
+      'none',
+      'bill-sharing',
+    ]);
+    expect(await bad(huge)).toEqual([
+      expect.stringMatching(/^study\.runs: the study expands to 110000 epochs/),
+    ]);
+    expect(await bad({ study: smallStudy().study, scenario: {} })).toEqual([
+      '(root): expected exactly one of "study" or "scenario"',
+    ]);
+    // Still answering.
+    expect((await cluster.api.list()).studies).toEqual([]);
+  });
+});
+
+describe('faults', () => {
+  it('a worker killed with SIGKILL mid-job: the job completes elsewhere, one accepted result per epoch', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const scenario = heavyScenario(2000, 40);
+    const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
+    await until(
+      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
+      10_000,
+      'the job to start',
+    );
+    await cluster.startWorker('b');
+    await cluster.kill(cluster.workers.get('a')!);
+    const status = await cluster.waitForStudy(submitted.study_id, 90_000);
+    expect(status.state).toBe('done');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job!.history.map((h) => h.ended)).toEqual(['worker-lost']);
+    expect(job!.attempt).toBe(2);
+    const { rows } = await cluster.api.allResults(submitted.study_id);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
+  }, 120_000);
+
+  it('the coordinator killed and restarted mid-study: the study finishes, no epoch lost or counted twice', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.startWorker('b');
+    await cluster.waitForWorkers(2);
+    const req = smallStudy(6);
+    const submitted = await cluster.submit(req);
+    await until(
+      async () => (await cluster!.api.status(submitted.study_id)).epochs.done >= 2,
+      30_000,
+      'some epochs done',
+    );
+    await cluster.kill(cluster.coordinator!);
+    await new Promise((r) => setTimeout(r, 500));
+    await cluster.startCoordinator();
+    const status = await cluster.waitForStudy(submitted.study_id);
+    expect(status.state).toBe('done');
+    expect(status.epochs).toMatchObject({ total: 12, done: 12 });
+    await expectExactResults(cluster, submitted.study_id, req);
+  }, 120_000);
+
+  it('nats-server stopped and restarted with its store: clients reconnect and work continues', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const req = smallStudy(5);
+    const submitted = await cluster.submit(req);
+    await until(
+      async () => (await cluster!.api.status(submitted.study_id)).epochs.done >= 1,
+      30_000,
+      'an epoch done',
+    );
+    const { port, storeDir } = cluster.nats;
+    await cluster.nats.stop();
+    await new Promise((r) => setTimeout(r, 1000));
+    const { startEmbeddedNats } = await import('../../src/transport/nats-server.ts');
+    cluster.nats = await startEmbeddedNats({ dataDir: cluster.dataDir, port });
+    expect(cluster.nats.storeDir).toBe(storeDir);
+    const status = await cluster.waitForStudy(submitted.study_id, 90_000);
+    expect(status.state).toBe('done');
+    await expectExactResults(cluster, submitted.study_id, req);
+  }, 120_000);
+
+  it('a job over its memory limit fails with the reason, is retried, then fails after max attempts', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const submitted = await cluster.submit({
+      scenario: heavyScenario(20_000, 3),
+      limits: { memory_mb: 48 },
+      max_attempts: 2,
+    });
+    const status = await cluster.waitForStudy(submitted.study_id, 60_000);
+    expect(status.state).toBe('failed');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job!.status).toBe('failed');
+    expect(job!.history.map((h) => h.ended)).toEqual(['oom', 'oom']);
+    expect(status.failures[0]!.reasons.join(' ')).toMatch(/memory/);
+  }, 90_000);
+
+  it('a job over its time limit is reported as a timeout, retried, then failed', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const submitted = await cluster.submit({
+      scenario: heavyScenario(2000, 60),
+      limits: { timeout_s: 0.5, memory_mb: 1024 },
+      max_attempts: 2,
+    });
+    const status = await cluster.waitForStudy(submitted.study_id, 60_000);
+    expect(status.state).toBe('failed');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job!.history.map((h) => h.ended)).toEqual(['timeout', 'timeout']);
+    expect(job!.history[0]!.reason).toMatch(/time/);
+  }, 90_000);
+});
