@@ -5,7 +5,7 @@ import { InvalidArgumentError } from 'commander';
 import { VERSION } from '../version.ts';
 import { WorkerAgent } from '../worker/agent.ts';
 import { createDockerExecutor, dockerAvailable } from '../worker/executors/docker.ts';
-import { createProcessExecutor } from '../worker/executors/process.ts';
+import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
 import { loadOrCreateIdentity } from '../worker/identity.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
@@ -17,6 +17,7 @@ interface Options extends ConnectionFlags {
   name: string;
   executor: 'auto' | 'docker' | 'process';
   slots: number;
+  runners?: number;
   price: number;
   labels: Record<string, string>;
   heartbeatMs: number;
@@ -42,19 +43,23 @@ function priceOption(value: string): number {
   return n;
 }
 
-/** Docker when an engine answers (unless told otherwise), else the process executor with a warning. */
+/** Docker when an engine answers (unless told otherwise), else warm child processes with a warning. */
 export async function chooseExecutor(
   kind: Options['executor'],
+  slots: number,
+  runners: number,
   warn: (line: string) => void,
 ): Promise<Executor> {
-  if (kind === 'process') return createProcessExecutor();
+  const warm = { prewarm: Math.min(slots, runners), maxRunners: runners };
+  if (kind === 'process') return createWarmProcessExecutor(warm);
   if (await dockerAvailable()) return createDockerExecutor();
-  if (kind === 'docker')
+  if (kind === 'docker') {
     throw new Error('--executor docker: no Docker engine is reachable (is dockerd running?)');
+  }
   warn(
     'no Docker engine reachable: running jobs as child processes (process executor), without container isolation',
   );
-  return createProcessExecutor();
+  return createWarmProcessExecutor(warm);
 }
 
 export interface RunningWorker {
@@ -65,7 +70,9 @@ export interface RunningWorker {
 export async function startWorker(opts: Options): Promise<RunningWorker> {
   const log = createLogger(`worker:${opts.name}`, opts.logLevel);
   const identity = await loadOrCreateIdentity(join(resolve(opts.dataDir), 'workers', opts.name));
-  const executor = await chooseExecutor(opts.executor, (line) => log.warn(line));
+  const executor = await chooseExecutor(opts.executor, opts.slots, opts.runners ?? opts.slots, (line) =>
+    log.warn(line),
+  );
   const transport = await openClient(opts, `plurigrid-worker-${opts.name}`);
   const agent = new WorkerAgent({
     nc: transport.nc,
@@ -109,6 +116,11 @@ export function registerWorker(program: Command): void {
         'jobs run at once',
         intOption('--slots', 1, 1024),
         Math.max(1, availableParallelism() - 1),
+      )
+      .option(
+        '--runners <n>',
+        'process executor: child processes running jobs at once (default: --slots); more slots than runners queue',
+        intOption('--runners', 1, 1024),
       )
       .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption, 0.001)
       .option('--labels <k=v,...>', 'labels advertised to the scheduler', labelsOption, {})

@@ -78,6 +78,17 @@ export class Coordinator {
   private consuming: Promise<void> | undefined;
   private messages: { stop(): void } | undefined;
   private stopping = false;
+  private ticking: Promise<void> | undefined;
+  private readonly queued = new Set<string>();
+  private readonly assigned = new Set<string>();
+  private queueOrder: string[] = [];
+  private queueHead = 0;
+  private queueDirty = false;
+  /** Per study, jobs not yet terminal; studies whose count may have reached zero. */
+  private readonly live = new Map<string, number>();
+  private readonly settled = new Set<string>();
+  private lastExpirySweep = 0;
+  private again = false;
   private startedAt = 0;
   private readonly retry: RetryPolicy;
   private readonly leaseGraceMs: number;
@@ -109,7 +120,10 @@ export class Coordinator {
         callback: (err, msg) => {
           if (err) return;
           const ad = WorkerAd.safeParse(safeJson(msg.data));
-          if (ad.success) this.workers.set(ad.data.worker_id, { ad: ad.data, seenAt: Date.now() });
+          if (!ad.success) return;
+          const known = this.workers.has(ad.data.worker_id);
+          this.workers.set(ad.data.worker_id, { ad: ad.data, seenAt: Date.now() });
+          if (!known) this.kick();
         },
       }),
     );
@@ -144,7 +158,7 @@ export class Coordinator {
     }
     for (const [key, entry] of await loadAll(this.resources.kv.jobs)) {
       const parsed = JobRecord.safeParse(safeJson(entry.value));
-      if (parsed.success) this.jobs.set(key, { rec: parsed.data, rev: entry.revision });
+      if (parsed.success) this.setJob(key, { rec: parsed.data, rev: entry.revision });
     }
     for (const { rec } of this.studies.values()) {
       if (rec.job_ids.every((id) => this.jobs.has(id))) continue;
@@ -157,6 +171,8 @@ export class Coordinator {
       for (const job of again.jobs) if (!this.jobs.has(job.job.job_id)) await this.createJob(job);
       this.log.warn({ study_id: rec.study_id }, 'completed a submission interrupted by a restart');
     }
+    // A study whose last job ended just before a crash is closed on the first round.
+    for (const id of this.studies.keys()) this.settled.add(id);
   }
 
   // ─── API ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -189,6 +205,7 @@ export class Coordinator {
     const rev = await this.resources.kv.studies.create(studyId, JSON.stringify(sub.study));
     this.studies.set(studyId, { rec: sub.study, rev });
     await Promise.all(sub.jobs.map((j) => this.createJob(j)));
+    this.kick();
     this.log.info(
       { study_id: studyId, name: sub.study.name, epochs: sub.study.epochs, jobs: sub.jobs.length },
       'study submitted',
@@ -322,54 +339,68 @@ export class Coordinator {
     return now - w.seenAt > w.ad.interval_ms * this.missedHeartbeats + 250;
   }
 
+  /**
+   * Asks for a scheduling round soon: on a timer, and whenever something changes (a submit, a finished attempt, a
+   * new worker). Rounds never overlap; kicks during a round coalesce into one more round.
+   */
+  kick(): void {
+    if (this.stopping) return;
+    if (this.ticking) {
+      this.again = true;
+      return;
+    }
+    this.ticking = this.tick()
+      .catch((e) => this.log.error({ err: (e as Error).message }, 'scheduling round failed'))
+      .finally(() => {
+        this.ticking = undefined;
+        if (this.again) {
+          this.again = false;
+          setImmediate(() => this.kick());
+        }
+      });
+  }
+
   /** One scheduling round: expire, reclaim lost or expired attempts, place, and close finished studies. */
   async tick(): Promise<void> {
     if (this.stopping) return;
     const now = Date.now();
     const work: Promise<unknown>[] = [];
-    const pending: PendingJob[] = [];
-    const busy = new Map<string, number>();
-    for (const [id, { rec }] of this.jobs) {
-      if (this.inflight.has(id)) continue;
-      if (rec.status === 'queued') {
-        const expired = expireQueued(rec, now);
-        if (expired)
+    // Queue timeouts need no precision: a sweep over the queue four times a second.
+    if (now - this.lastExpirySweep >= 250) {
+      this.lastExpirySweep = now;
+      for (const id of this.queued) {
+        const rec = this.jobs.get(id)!.rec;
+        if (!this.inflight.has(id) && expireQueued(rec, now)) {
           work.push(this.withJob(id, (e) => this.saveJob(id, e, expireQueued(e.rec, now) ?? e.rec)));
-        else
-          pending.push({
-            job_id: id,
-            image: rec.job.image,
-            limits: rec.job.limits,
-            priority: rec.job.priority,
-            enqueued_at: rec.enqueued_at,
-            not_before: rec.not_before,
-            avoid: workersToAvoid(rec),
-          });
-      } else if (rec.status === 'assigned') {
-        const w = this.workers.get(rec.worker_id!);
-        busy.set(rec.worker_id!, (busy.get(rec.worker_id!) ?? 0) + 1);
-        const graceOver = now - this.startedAt > 5_000;
-        const lost = w ? this.isLost(w, now) : graceOver;
-        if (lost)
-          work.push(this.reclaim(id, rec.attempt, 'worker-lost', `no heartbeat from ${rec.worker_id}`));
-        else if (rec.lease_until !== null && now > rec.lease_until) {
-          work.push(this.reclaim(id, rec.attempt, 'lease-expired', 'lease expired before a result arrived'));
         }
       }
     }
-    for (const id of this.inflight) {
-      const w = this.jobs.get(id)?.rec.worker_id;
-      if (w) busy.set(w, (busy.get(w) ?? 0) + 1);
+    const busy = new Map<string, number>();
+    const graceOver = now - this.startedAt > 5_000;
+    for (const id of this.assigned) {
+      const rec = this.jobs.get(id)!.rec;
+      const workerId = rec.worker_id!;
+      busy.set(workerId, (busy.get(workerId) ?? 0) + 1);
+      if (this.inflight.has(id)) continue;
+      const w = this.workers.get(workerId);
+      const lost = w ? this.isLost(w, now) : graceOver;
+      if (lost) work.push(this.reclaim(id, rec.attempt, 'worker-lost', `no heartbeat from ${workerId}`));
+      else if (rec.lease_until !== null && now > rec.lease_until) {
+        work.push(this.reclaim(id, rec.attempt, 'lease-expired', 'lease expired before a result arrived'));
+      }
     }
+    // Capacity from our own records of what runs where, which are current; adverts can be a second old.
     const views: WorkerView[] = [];
+    let free = 0;
     for (const w of this.workers.values()) {
       if (this.isLost(w, now)) continue;
-      const used = busy.get(w.ad.worker_id) ?? 0;
+      const slotsFree = w.ad.draining ? 0 : Math.max(0, w.ad.slots - (busy.get(w.ad.worker_id) ?? 0));
+      free += slotsFree;
       views.push({
         worker_id: w.ad.worker_id,
         executor: w.ad.executor,
         slots: w.ad.slots,
-        slots_free: Math.max(0, Math.min(w.ad.slots_free, w.ad.slots - used)),
+        slots_free: slotsFree,
         cpus: w.ad.cpus,
         memory_mb: w.ad.memory_mb,
         images: w.ad.images,
@@ -377,9 +408,69 @@ export class Coordinator {
         draining: w.ad.draining,
       });
     }
-    for (const p of place(pending, views, now)) work.push(this.dispatch(p.job_id, p.worker_id));
+    if (free > 0) {
+      const pending = this.candidates(now, free * 4);
+      for (const p of place(pending, views, now)) work.push(this.dispatch(p.job_id, p.worker_id));
+    }
     await Promise.all(work);
     await this.closeFinishedStudies();
+  }
+
+  /**
+   * The first `limit` due jobs in queue order (priority, then age). The order is rebuilt only when a job (re)enters
+   * the queue; in between a cursor skips what has left it, so a round costs what it places, not the queue's length.
+   */
+  private candidates(now: number, limit: number): PendingJob[] {
+    if (this.queueDirty) {
+      this.queueOrder = [...this.queued].sort((a, b) => {
+        const x = this.jobs.get(a)!.rec;
+        const y = this.jobs.get(b)!.rec;
+        return y.job.priority - x.job.priority || x.enqueued_at - y.enqueued_at || (a < b ? -1 : 1);
+      });
+      this.queueHead = 0;
+      this.queueDirty = false;
+    }
+    while (this.queueHead < this.queueOrder.length && !this.queued.has(this.queueOrder[this.queueHead]!)) {
+      this.queueHead++;
+    }
+    const out: PendingJob[] = [];
+    for (let i = this.queueHead; i < this.queueOrder.length && out.length < limit; i++) {
+      const id = this.queueOrder[i]!;
+      if (!this.queued.has(id) || this.inflight.has(id)) continue;
+      const rec = this.jobs.get(id)!.rec;
+      if (rec.not_before > now) continue;
+      out.push({
+        job_id: id,
+        image: rec.job.image,
+        limits: rec.job.limits,
+        priority: rec.job.priority,
+        enqueued_at: rec.enqueued_at,
+        not_before: rec.not_before,
+        avoid: workersToAvoid(rec),
+      });
+    }
+    return out;
+  }
+
+  /** Stores a job's new state in memory and keeps the queue, running set and per-study counts in step. */
+  private setJob(id: string, entry: Entry<JobRecord>): void {
+    const prev = this.jobs.get(id)?.rec;
+    const rec = entry.rec;
+    this.jobs.set(id, entry);
+    this.queued.delete(id);
+    this.assigned.delete(id);
+    if (rec.status === 'queued') {
+      this.queued.add(id);
+      if (prev?.status !== 'queued') this.queueDirty = true;
+    } else if (rec.status === 'assigned') this.assigned.add(id);
+    const study = rec.job.study_id;
+    const wasLive = prev !== undefined && !isTerminal(prev);
+    const isLive = !isTerminal(rec);
+    if (isLive && !wasLive) this.live.set(study, (this.live.get(study) ?? 0) + 1);
+    if (wasLive && !isLive) {
+      this.live.set(study, (this.live.get(study) ?? 1) - 1);
+      this.settled.add(study);
+    }
   }
 
   private async reclaim(jobId: string, attempt: number, ended: AttemptEnd, reason: string): Promise<void> {
@@ -434,9 +525,13 @@ export class Coordinator {
     }
   }
 
+  /** Studies whose last live job just ended get their final state. */
   private async closeFinishedStudies(): Promise<void> {
-    for (const [id, { rec }] of this.studies) {
-      if (rec.state !== 'running') continue;
+    const settled = [...this.settled].filter((id) => (this.live.get(id) ?? 0) === 0);
+    for (const id of settled) this.settled.delete(id);
+    for (const id of settled) {
+      const rec = this.studies.get(id)?.rec;
+      if (!rec || rec.state !== 'running') continue;
       const state = studyState(rec, this.jobsOf(rec));
       if (state === 'running') continue;
       await this.saveStudy(id, { ...rec, state, finished_at: Date.now() });
@@ -511,6 +606,7 @@ export class Coordinator {
       if (problem)
         this.log.warn({ job_id: result.job_id, worker_id: result.worker_id, problem }, 'result rejected');
       await this.saveJob(result.job_id, e, next);
+      this.kick();
     });
   }
 
@@ -560,7 +656,7 @@ export class Coordinator {
       rec = JobRecord.parse(safeJson(entry!.value));
       rev = entry!.revision;
     }
-    this.jobs.set(id, { rec, rev });
+    this.setJob(id, { rec, rev });
   }
 
   /** Compare-and-set on the job's revision; on a conflict the stored record wins and is reloaded. */
@@ -568,7 +664,7 @@ export class Coordinator {
     if (next === e.rec) return true;
     try {
       const rev = await this.resources.kv.jobs.update(jobId, JSON.stringify(next), e.rev);
-      this.jobs.set(jobId, { rec: next, rev });
+      this.setJob(jobId, { rec: next, rev });
       if (next.status !== e.rec.status) this.jobEvent(next);
       return true;
     } catch (err) {
@@ -577,7 +673,7 @@ export class Coordinator {
         'job record changed underneath; reloading',
       );
       const entry = await this.resources.kv.jobs.get(jobId);
-      if (entry) this.jobs.set(jobId, { rec: JobRecord.parse(safeJson(entry.value)), rev: entry.revision });
+      if (entry) this.setJob(jobId, { rec: JobRecord.parse(safeJson(entry.value)), rev: entry.revision });
       return false;
     }
   }

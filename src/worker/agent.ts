@@ -184,10 +184,7 @@ export class WorkerAgent {
       abortReason: null,
       done: Promise.resolve(),
     };
-    running.done = this.execute(req, running).finally(() => {
-      this.running.delete(key);
-      void this.heartbeat();
-    });
+    running.done = this.execute(req, running).finally(() => this.running.delete(key));
     this.running.set(key, running);
   }
 

@@ -3,6 +3,7 @@
 // engine and its schemas — no CLI, transport or Docker code.
 //
 //   epoch-runner [--input /input/job.json] [--output /output/results.json]
+//   epoch-runner --serve      (a warm runner: jobs arrive over the IPC channel, one at a time; see process-pool)
 //
 // Exit codes: 0 ok; 2 bad usage or invalid input (each problem named by its path on stderr); 1 anything else.
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -67,17 +68,50 @@ function writeAtomic(path: string, text: string): void {
   }
 }
 
+/** Runs a job's epochs in order. */
+export function runJob(job: JobInput, progress: (line: string) => void = () => {}): JobOutput {
+  const output: JobOutput = { job_id: job.job_id, results: [] };
+  for (const [i, epoch] of job.epochs.entries()) {
+    const started = performance.now();
+    output.results.push({ epoch_id: epoch.epoch_id, result: runEpoch(epoch.scenario) });
+    const ms = Math.round(performance.now() - started);
+    progress(`epoch ${i + 1}/${job.epochs.length} ${epoch.epoch_id} done in ${ms} ms\n`);
+  }
+  return output;
+}
+
+/** A request to a warm runner, and its answer (over the IPC channel). */
+export interface ServeRequest {
+  id: number;
+  input: unknown;
+}
+export type ServeReply =
+  | { id: number; ok: true; output: string; cpu_ms: number }
+  | { id: number; ok: false; code: 1 | 2; message: string };
+
+/** Warm mode: answer jobs from the parent until the channel closes. Progress lines still go to stderr. */
+export function serve(): void {
+  process.on('message', (msg: ServeRequest) => {
+    const cpu = process.cpuUsage();
+    let reply: ServeReply;
+    try {
+      const job = parseInput(JobInput, msg.input, 'invalid job input');
+      const output = canonicalJson(runJob(job));
+      const used = process.cpuUsage(cpu);
+      reply = { id: msg.id, ok: true, output, cpu_ms: Math.round((used.user + used.system) / 1000) };
+    } catch (e) {
+      reply = { id: msg.id, ok: false, code: e instanceof InputError ? 2 : 1, message: (e as Error).message };
+    }
+    process.send!(reply);
+  });
+  process.on('disconnect', () => process.exit(0));
+}
+
 export function main(argv: readonly string[]): number {
   try {
     const args = parseArgs(argv);
     const job = readJobInput(args.input);
-    const output: JobOutput = { job_id: job.job_id, results: [] };
-    for (const [i, epoch] of job.epochs.entries()) {
-      const started = performance.now();
-      output.results.push({ epoch_id: epoch.epoch_id, result: runEpoch(epoch.scenario) });
-      const ms = Math.round(performance.now() - started);
-      process.stderr.write(`epoch ${i + 1}/${job.epochs.length} ${epoch.epoch_id} done in ${ms} ms\n`);
-    }
+    const output = runJob(job, (line) => process.stderr.write(line));
     writeAtomic(args.output, canonicalJson(output));
     return 0;
   } catch (e) {
@@ -91,4 +125,7 @@ export function main(argv: readonly string[]): number {
 }
 
 // Run only as a program, so tests can import main() without side effects.
-if (import.meta.main) process.exitCode = main(process.argv.slice(2));
+if (import.meta.main) {
+  if (process.argv.includes('--serve')) serve();
+  else process.exitCode = main(process.argv.slice(2));
+}

@@ -1,0 +1,243 @@
+// Dispatch benchmark, in one run on this machine:
+//  (a) raw JetStream publish → consume round trips per second (file storage, as RESULTS): the ceiling;
+//  (b) end-to-end trivial jobs per second through the coordinator and two process-executor workers
+//      (submit → result recorded), with p50/p99 latency;
+//  (c) Docker executor: per-container overhead and efficiency (useful epoch CPU / wall time) for ~1-second
+//      epochs batched per job.
+// Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 2000).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AckPolicy, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
+import Table from 'cli-table3';
+import { pino } from 'pino';
+import { ApiClient } from '../src/coordinator/client.ts';
+import { Coordinator } from '../src/coordinator/coordinator.ts';
+import { serveApi } from '../src/coordinator/service.ts';
+import { JobEvent } from '../src/models/api.ts';
+import { Scenario } from '../src/models/scenario.ts';
+import { runEpoch } from '../src/sim/epoch.ts';
+import { connectNats } from '../src/transport/connect.ts';
+import { startEmbeddedNats } from '../src/transport/nats-server.ts';
+import { ensureResources } from '../src/transport/resources.ts';
+import { subjects } from '../src/transport/subjects.ts';
+import { createDockerExecutor, dockerAvailable } from '../src/worker/executors/docker.ts';
+import { buildImages } from '../src/worker/images.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const JOBS = Number(process.env.BENCH_JOBS ?? 2000);
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
+};
+const example = JSON.parse(readFileSync(join(root, 'examples', 'suburb-summer.json'), 'utf8'));
+
+async function rawJetStream(url: string) {
+  const nc = await connectNats({ url, name: 'bench-raw' });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: 'BENCH', subjects: ['bench.>'], storage: StorageType.File });
+  await jsm.consumers.add('BENCH', { durable_name: 'bench', ack_policy: AckPolicy.Explicit });
+  const js = jetstream(nc);
+  const n = 20_000;
+  const latencies: number[] = [];
+  const consumer = await js.consumers.get('BENCH', 'bench');
+  const messages = await consumer.consume({ max_messages: 1000 });
+  const done = (async () => {
+    for await (const m of messages) {
+      latencies.push(performance.now() - Number(new TextDecoder().decode(m.data)));
+      m.ack();
+      if (latencies.length === n) break;
+    }
+  })();
+  const start = performance.now();
+  const window = new Set<Promise<unknown>>();
+  for (let i = 0; i < n; i++) {
+    const p = js.publish(`bench.${i % 16}`, String(performance.now())).finally(() => window.delete(p));
+    window.add(p);
+    if (window.size >= 256) await Promise.race(window);
+  }
+  await done;
+  const seconds = (performance.now() - start) / 1000;
+  await jsm.streams.delete('BENCH');
+  await nc.close();
+  return {
+    messages: n,
+    per_s: n / seconds,
+    p50_ms: quantile(latencies, 0.5),
+    p99_ms: quantile(latencies, 0.99),
+  };
+}
+
+function spawnWorker(name: string, url: string, dataDir: string, slots: number): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'bin', 'plurigrid.js'),
+      'worker',
+      '--name',
+      name,
+      '--nats',
+      url,
+      '--data-dir',
+      dataDir,
+      '--executor',
+      'process',
+      '--slots',
+      String(slots),
+      '--runners',
+      process.env.BENCH_RUNNERS ?? '2',
+      '--log-level',
+      'error',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? '' },
+    },
+  );
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve(child));
+    child.once('exit', (code) => reject(new Error(`worker exited with ${code}`)));
+  });
+}
+
+async function endToEnd(url: string, dataDir: string) {
+  const nc = await connectNats({ url, name: 'bench-coordinator' });
+  const resources = await ensureResources(nc);
+  const coordinator = new Coordinator(nc, resources, {
+    image: 'plurigrid/grid-epoch:bench',
+    log: pino({ level: 'error' }),
+  });
+  await coordinator.start();
+  const service = await serveApi(nc, coordinator, '0.0.0');
+  const slots = Number(process.env.BENCH_SLOTS ?? 4);
+  const workers = await Promise.all([
+    spawnWorker('bench-1', url, dataDir, slots),
+    spawnWorker('bench-2', url, dataDir, slots),
+  ]);
+  while (coordinator.workerList().length < 2) await new Promise((r) => setTimeout(r, 50));
+
+  const client = await connectNats({ url, name: 'bench-client' });
+  const api = new ApiClient(client, 60_000);
+  const trivial = {
+    ...example,
+    community: { ...example.community, size: 1 },
+    time: { interval_minutes: 60, days: 1 },
+  };
+  delete trivial.feeder;
+  const done = new Map<string, number>();
+  const sub = client.subscribe(subjects.jobEventsAll, {
+    callback: (_e, m) => {
+      const ev = JobEvent.safeParse(m.json());
+      if (ev.success && ev.data.status === 'done') done.set(ev.data.job_id, performance.now());
+    },
+  });
+  await client.flush();
+  const submitted = performance.now();
+  const reply = await api.submit({
+    study: { name: 'trivial', scenario: trivial, runs: JOBS, seed: 1, sweep: [] },
+    target_job_seconds: 0,
+  });
+  const accepted = performance.now();
+  while (done.size < reply.jobs) {
+    if (performance.now() - submitted > 600_000)
+      throw new Error(`only ${done.size}/${reply.jobs} jobs done after 10 min`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const finished = Math.max(...done.values());
+  const latencies = [...done.values()].map((t) => t - submitted);
+  const status = await api.status(reply.study_id);
+  sub.unsubscribe();
+  for (const w of workers) w.kill('SIGTERM');
+  await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
+  await service.stop();
+  await coordinator.stop();
+  await client.close();
+  await nc.close();
+  return {
+    jobs: reply.jobs,
+    slots_per_worker: slots,
+    state: status.state,
+    submit_ms: accepted - submitted,
+    per_s: reply.jobs / ((finished - submitted) / 1000),
+    p50_ms: quantile(latencies, 0.5),
+    p99_ms: quantile(latencies, 0.99),
+  };
+}
+
+async function dockerEfficiency() {
+  if (process.env.BENCH_DOCKER === '0' || !(await dockerAvailable())) return null;
+  const image = (await buildImages()).gridEpoch;
+  const executor = createDockerExecutor();
+  // About one second of engine work per epoch on this machine.
+  const scenario = Scenario.parse({
+    ...example,
+    community: { ...example.community, size: 1000 },
+    time: { interval_minutes: 15, days: 40 },
+  });
+  const rows = [];
+  for (const batch of [1, 5, 10]) {
+    const epochs = Array.from({ length: batch }, (_, i) => ({
+      epoch_id: i.toString(16).padStart(16, '0'),
+      scenario: { ...scenario, seed: i + 1 },
+    }));
+    let useful = 0;
+    for (const e of epochs) {
+      const t = performance.now();
+      runEpoch(e.scenario);
+      useful += performance.now() - t;
+    }
+    const out = await executor.run({
+      job_id: `bench-${batch}`,
+      image,
+      input: { job_id: `bench-${batch}`, epochs },
+      limits: { memory_mb: 2048, cpus: 1, pids: 64, timeout_s: 600 },
+    });
+    if (out.status !== 'ok') throw new Error(`docker job failed: ${out.reason}`);
+    rows.push({
+      epochs_per_job: batch,
+      epoch_s: useful / batch / 1000,
+      wall_s: out.usage.wall_ms / 1000,
+      overhead_s: (out.usage.wall_ms - useful) / 1000,
+      efficiency: useful / out.usage.wall_ms,
+    });
+  }
+  await executor.close();
+  return rows;
+}
+
+const dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-bench-'));
+const server = await startEmbeddedNats({ dataDir });
+try {
+  const raw = await rawJetStream(server.url);
+  const e2e = await endToEnd(server.url, dataDir);
+  const docker = await dockerEfficiency();
+
+  const t = new Table({ head: ['measure', 'value'] });
+  t.push([
+    '(a) JetStream publish→consume',
+    `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms)`,
+  ]);
+  t.push([
+    `(b) trivial jobs end to end (${e2e.jobs} jobs, 2 workers × ${e2e.slots_per_worker} slots)`,
+    `${e2e.per_s.toFixed(0)} jobs/s = ${((100 * e2e.per_s) / raw.per_s).toFixed(1)} % of (a); p50 ${e2e.p50_ms.toFixed(0)} ms, p99 ${e2e.p99_ms.toFixed(0)} ms`,
+  ]);
+  for (const d of docker ?? []) {
+    t.push([
+      `(c) docker, ${d.epochs_per_job} × ${d.epoch_s.toFixed(2)} s epochs per job`,
+      `wall ${d.wall_s.toFixed(2)} s, overhead ${d.overhead_s.toFixed(2)} s, efficiency ${(100 * d.efficiency).toFixed(1)} %`,
+    ]);
+  }
+  if (!docker) t.push(['(c) docker', 'skipped: no Docker engine reachable']);
+  console.log(t.toString());
+  const out = new URL('./results/dispatch.json', import.meta.url);
+  writeFileSync(
+    out,
+    `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, docker }, null, 2)}\n`,
+  );
+  console.log('wrote bench/results/dispatch.json');
+} finally {
+  await server.stop();
+}
+process.exit(0);
