@@ -156,9 +156,12 @@ export class Coordinator {
       const parsed = StudyRecord.safeParse(safeJson(entry.value));
       if (parsed.success) this.studies.set(key, { rec: parsed.data, rev: entry.revision });
     }
+    const specs = await loadAll(this.resources.kv.jobspecs);
     for (const [key, entry] of await loadAll(this.resources.kv.jobs)) {
-      const parsed = JobRecord.safeParse(safeJson(entry.value));
-      if (parsed.success) this.setJob(key, { rec: parsed.data, rev: entry.revision });
+      const spec = specs.get(key);
+      const parsed = spec && JobRecord.safeParse({ ...(safeJson(entry.value) as object), job: safeJson(spec.value) });
+      if (parsed?.success) this.setJob(key, { rec: parsed.data, rev: entry.revision });
+      else this.log.error({ job_id: key }, 'job record unreadable or without its spec; skipped');
     }
     for (const { rec } of this.studies.values()) {
       if (rec.job_ids.every((id) => this.jobs.has(id))) continue;
@@ -531,7 +534,7 @@ export class Coordinator {
     for (const id of settled) this.settled.delete(id);
     for (const id of settled) {
       const rec = this.studies.get(id)?.rec;
-      if (!rec || rec.state !== 'running') continue;
+      if (rec?.state !== 'running') continue;
       const state = studyState(rec, this.jobsOf(rec));
       if (state === 'running') continue;
       await this.saveStudy(id, { ...rec, state, finished_at: Date.now() });
@@ -646,14 +649,16 @@ export class Coordinator {
     return next;
   }
 
+  /** Writes the spec, then the state; after a crash between the two, a rebuilt submission writes them again. */
   private async createJob(rec: JobRecord): Promise<void> {
     const id = rec.job.job_id;
+    await this.resources.kv.jobspecs.put(id, JSON.stringify(rec.job));
     let rev: number;
     try {
-      rev = await this.resources.kv.jobs.create(id, JSON.stringify(rec));
+      rev = await this.resources.kv.jobs.create(id, stateJson(rec));
     } catch {
       const entry = await this.resources.kv.jobs.get(id);
-      rec = JobRecord.parse(safeJson(entry!.value));
+      rec = JobRecord.parse({ ...(safeJson(entry!.value) as object), job: rec.job });
       rev = entry!.revision;
     }
     this.setJob(id, { rec, rev });
@@ -663,7 +668,7 @@ export class Coordinator {
   private async saveJob(jobId: string, e: Entry<JobRecord>, next: JobRecord): Promise<boolean> {
     if (next === e.rec) return true;
     try {
-      const rev = await this.resources.kv.jobs.update(jobId, JSON.stringify(next), e.rev);
+      const rev = await this.resources.kv.jobs.update(jobId, stateJson(next), e.rev);
       this.setJob(jobId, { rec: next, rev });
       if (next.status !== e.rec.status) this.jobEvent(next);
       return true;
@@ -673,7 +678,10 @@ export class Coordinator {
         'job record changed underneath; reloading',
       );
       const entry = await this.resources.kv.jobs.get(jobId);
-      if (entry) this.setJob(jobId, { rec: JobRecord.parse(safeJson(entry.value)), rev: entry.revision });
+      if (entry) {
+        const rec = JobRecord.parse({ ...(safeJson(entry.value) as object), job: e.rec.job });
+        this.setJob(jobId, { rec, rev: entry.revision });
+      }
       return false;
     }
   }
@@ -727,6 +735,12 @@ async function loadAll(kv: KV): Promise<Map<string, { value: Uint8Array; revisio
     }),
   );
   return out;
+}
+
+/** The mutable part of a job record, as KV `jobs` holds it (the spec lives in KV `jobspecs`). */
+function stateJson(rec: JobRecord): string {
+  const { job: _job, ...state } = rec;
+  return JSON.stringify(state);
 }
 
 function safeJson(data: Uint8Array | string): unknown {

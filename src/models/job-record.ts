@@ -29,7 +29,11 @@ export const AcceptedResult = z.strictObject({
   output_digest: z.string(),
 });
 
-/** A job's durable state (KV `jobs`), the single source of truth the coordinator resumes from. */
+/**
+ * A job's durable record, the single source of truth the coordinator resumes from. It is stored in two parts: the
+ * immutable spec (`job`, KV `jobspecs`, written once) and the state (everything else, KV `jobs`, rewritten on
+ * every transition), so a transition writes a few hundred bytes rather than the job's scenarios again.
+ */
 export const JobRecord = z.strictObject({
   job: Job,
   status: JobStatus,
@@ -49,3 +53,7 @@ export const JobRecord = z.strictObject({
   updated_at: z.number(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
+
+/** The mutable part of a JobRecord, as stored in KV `jobs`. */
+export const JobState = JobRecord.omit({ job: true });
+export type JobState = z.infer<typeof JobState>;

@@ -48,6 +48,7 @@ export const WORKERS_TTL_MS = 30 * 1000;
 export const STREAMS = { results: 'RESULTS', events: 'EVENTS' } as const;
 export const BUCKETS = {
   jobs: 'jobs',
+  jobspecs: 'jobspecs',
   studies: 'studies',
   idempotency: 'idempotency',
   workers: 'workers',
@@ -87,7 +88,9 @@ export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> =
     name: STREAMS.events,
     description: 'Plurigrid study and job lifecycle events',
     subjects: [subjects.eventsAll],
-    storage: StorageType.File,
+    // Lifecycle events are a live feed for followers and dashboards; the durable truth is the job state in KV, so
+    // memory storage spares the store a disk write per event.
+    storage: StorageType.Memory,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
     max_age: nanos(EVENTS_MAX_AGE_MS),
@@ -101,7 +104,13 @@ type BucketDefinition = Pick<KvOptions, 'description' | 'history' | 'storage' | 
 
 /** KV bucket definitions; `ttl` is in milliseconds (0 = keep forever). */
 export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
-  jobs: { description: 'Plurigrid job records', history: 1, storage: StorageType.File, ttl: 0 },
+  jobs: { description: 'Plurigrid job state (changes as a job runs)', history: 1, storage: StorageType.File, ttl: 0 },
+  jobspecs: {
+    description: 'Plurigrid job specs (image, epochs, limits: written once at submit)',
+    history: 1,
+    storage: StorageType.File,
+    ttl: 0,
+  },
   studies: { description: 'Plurigrid study records', history: 1, storage: StorageType.File, ttl: 0 },
   idempotency: {
     description: 'Plurigrid API request ids and their responses',
@@ -122,7 +131,7 @@ export interface Resources {
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
-  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV };
+  kv: { jobs: KV; jobspecs: KV; studies: KV; idempotency: KV; workers: KV };
   outputs: ObjectStore;
 }
 
@@ -254,8 +263,8 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
   const objm = new Objm(js);
 
   await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
-  const [jobs, studies, idempotency, workers] = await Promise.all(
-    (['jobs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
+  const [jobs, jobspecs, studies, idempotency, workers] = await Promise.all(
+    (['jobs', 'jobspecs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
       ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
     ),
   );
@@ -271,7 +280,7 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
     js,
     jsm,
     streams: { results, events },
-    kv: { jobs: jobs!, studies: studies!, idempotency: idempotency!, workers: workers! },
+    kv: { jobs: jobs!, jobspecs: jobspecs!, studies: studies!, idempotency: idempotency!, workers: workers! },
     outputs,
   };
 }

@@ -19,8 +19,9 @@ async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   for await (const key of await kv.jobs.keys()) {
     if (!key.startsWith(studyId)) continue;
-    const e = await kv.jobs.get(key);
-    out.push(JobRecord.parse(e!.json()));
+    const state = await kv.jobs.get(key);
+    const spec = await kv.jobspecs.get(key);
+    out.push(JobRecord.parse({ ...state!.json<object>(), job: spec!.json() }));
   }
   return out;
 }

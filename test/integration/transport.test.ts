@@ -188,6 +188,7 @@ describe('transport on a real nats-server', () => {
       expect(results.config.max_msg_size).toBe(1024 * 1024);
       expect(results.config.storage).toBe('file');
       const events = await again.jsm.streams.info(STREAMS.events);
+      expect(events.config.storage).toBe('memory');
       expect(events.config.max_age).toBe(nanos(24 * 3600 * 1000));
       const workers = await again.kv.workers.status();
       expect(workers.ttl).toBe(30_000);
@@ -275,7 +276,8 @@ describe('transport on a real nats-server', () => {
       await jsm.streams.add({
         name: STREAMS.events,
         subjects: [subjects.eventsAll],
-        storage: StorageType.Memory,
+        // The definition keeps events in memory; a file-backed stream cannot be changed in place.
+        storage: StorageType.File,
       });
       await expect(within(ensureResources(nc), 20_000, 'ensureResources')).rejects.toThrow(
         ResourceConflictError,
