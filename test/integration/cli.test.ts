@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,22 @@ import { MECHANISMS } from '../../src/models/scenario.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'bin', 'plurigrid.js');
+
+/** Async, so a test can keep a cluster's event loop running while the CLI talks to it. */
+function plurigridAsync(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
 
 function plurigrid(...args: string[]) {
   const r = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
@@ -128,5 +144,56 @@ describe('plurigrid demo', () => {
     expect(r.stdout).toMatch(/mechanism-comparison: done · epochs 180\/180 done/);
     for (const m of MECHANISMS) expect(r.stdout).toContain(m);
     expect(existsSync(join(out, 'report.html'))).toBe(true);
+  });
+});
+
+describe('plurigrid submit, status, workers, results against a running coordinator', () => {
+  it('follows a study to the comparison and writes the same outputs as sim study', async () => {
+    const { Cluster } = await import('./cluster.ts');
+    const cluster = await new Cluster().start();
+    try {
+      await cluster.startCoordinator();
+      await cluster.startWorker('a');
+      await cluster.startWorker('b');
+      await cluster.waitForWorkers(2);
+      const dir = tmp();
+      const study = smallStudy(dir, [{ name: 'market.mechanism', values: ['none', 'sdr'] }]);
+      const nats = ['--nats', cluster.nats.url];
+      const sub = await plurigridAsync('submit', study, '--follow', '--out', join(dir, 'out'), ...nats);
+      expect(sub.code, sub.stderr).toBe(0);
+      const id = /submitted (\S+) \(small\): 4 epochs/.exec(sub.stdout)![1]!;
+      expect(sub.stdout).toMatch(/done · epochs 4\/4 done/);
+      expect(readdirSync(join(dir, 'out')).sort()).toEqual([
+        'aggregates.csv',
+        'aggregates.json',
+        'report.html',
+        'results.csv',
+        'results.jsonl',
+      ]);
+      const status = await plurigridAsync('status', ...nats);
+      expect(status.stdout).toContain(id);
+      const workers = await plurigridAsync('workers', ...nats);
+      expect(workers.stdout).toMatch(/a .*process .*\n.*b .*process|b .*process .*\n.*a .*process/s);
+      const again = await plurigridAsync('results', id, '--out', join(dir, 'again'), ...nats);
+      expect(again.code).toBe(0);
+      const strip = (s: string) => s.split('\n').map((l) => l.split(',').slice(0, -1).join(','));
+      expect(strip(readFileSync(join(dir, 'again', 'results.csv'), 'utf8'))).toEqual(
+        strip(readFileSync(join(dir, 'out', 'results.csv'), 'utf8')),
+      );
+      const missing = await plurigridAsync('status', 'nope', ...nats);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/no study nope/);
+      const broken = await plurigridAsync('submit', 'test/fixtures/broken-scenario.json', ...nats);
+      expect(broken.code).toBe(2);
+      expect(broken.stderr).toContain('community.archetypes[1].pv_kwp');
+    } finally {
+      await cluster.stop();
+    }
+  }, 90_000);
+
+  it('says how to start a coordinator when there is none', () => {
+    const r = plurigrid('status', '--data-dir', tmp());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/start a coordinator first/);
   });
 });

@@ -210,3 +210,72 @@ describe('faults', () => {
     expect(job!.history[0]!.reason).toMatch(/time/);
   }, 90_000);
 });
+
+describe('control', () => {
+  it('cancel stops the running attempt and the queued rest', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const submitted = await cluster.submit({
+      study: { name: 'long', scenario: heavyScenario(2000, 200), runs: 3, seed: 1, sweep: [] },
+      target_job_seconds: 0,
+      limits: { memory_mb: 2048 },
+    });
+    await until(
+      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
+      10_000,
+      'a job to start',
+    );
+    const cancelled = await cluster.api.cancel(submitted.study_id);
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.jobs).toMatchObject({ total: 3, cancelled: 3 });
+    // The worker stops the attempt well before the epoch would have finished (~10 s).
+    await until(
+      async () => (await cluster!.api.workers()).workers[0]!.running.length === 0,
+      3_000,
+      'the attempt to stop',
+    );
+  }, 60_000);
+
+  it('a draining worker hands its job back on SIGTERM without using up an attempt', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a', ['--drain-s', '0']);
+    await cluster.waitForWorkers(1);
+    const scenario = heavyScenario(2000, 40);
+    const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 }, max_attempts: 1 });
+    await until(
+      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
+      10_000,
+      'the job to start',
+    );
+    await cluster.startWorker('b');
+    await cluster.kill(cluster.workers.get('a')!, 'SIGTERM');
+    const status = await cluster.waitForStudy(submitted.study_id, 60_000);
+    expect(status.state).toBe('done');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job!.history).toEqual([
+      expect.objectContaining({ ended: 'cancelled', reason: 'worker draining: handed back' }),
+    ]);
+    expect(job!.attempt).toBe(2);
+  }, 60_000);
+
+  it('an output over 512 KiB travels through the object store and verifies', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const scenario = heavyScenario(4000, 1);
+    const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
+    expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    const { jsm } = await ensureResources(cluster.nc);
+    const stored = await jsm.streams.getMessage('RESULTS', { seq: job!.result!.seq });
+    const envelope = stored!.json<{ results: unknown; output_object: string | null }>();
+    expect(envelope.results).toBeNull();
+    expect(envelope.output_object).toBe(`${job!.job.job_id}.1`);
+    const { rows } = await cluster.api.allResults(submitted.study_id);
+    expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
+  }, 60_000);
+});
