@@ -4,6 +4,7 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import {
+  type Assignment,
   AssignReply,
   type AssignRequest,
   JobResult,
@@ -58,6 +59,27 @@ interface Entry<T> {
 }
 
 const CONSUMER = 'coordinator';
+/** Assignment requests stay well under NATS's 1 MiB message limit. */
+const MAX_ASSIGN_BYTES = 512 * 1024;
+
+/** Splits items into runs whose JSON stays under `limit` bytes (an item bigger than that goes alone). */
+function byteBatches<T>(items: readonly T[], limit: number): T[][] {
+  const out: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = JSON.stringify(item).length;
+    if (batch.length > 0 && bytes + size > limit) {
+      out.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(item);
+    bytes += size;
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -159,7 +181,8 @@ export class Coordinator {
     const specs = await loadAll(this.resources.kv.jobspecs);
     for (const [key, entry] of await loadAll(this.resources.kv.jobs)) {
       const spec = specs.get(key);
-      const parsed = spec && JobRecord.safeParse({ ...(safeJson(entry.value) as object), job: safeJson(spec.value) });
+      const parsed =
+        spec && JobRecord.safeParse({ ...(safeJson(entry.value) as object), job: safeJson(spec.value) });
       if (parsed?.success) this.setJob(key, { rec: parsed.data, rev: entry.revision });
       else this.log.error({ job_id: key }, 'job record unreadable or without its spec; skipped');
     }
@@ -413,7 +436,13 @@ export class Coordinator {
     }
     if (free > 0) {
       const pending = this.candidates(now, free * 4);
-      for (const p of place(pending, views, now)) work.push(this.dispatch(p.job_id, p.worker_id));
+      const perWorker = new Map<string, string[]>();
+      for (const p of place(pending, views, now)) {
+        const list = perWorker.get(p.worker_id) ?? [];
+        list.push(p.job_id);
+        perWorker.set(p.worker_id, list);
+      }
+      for (const [workerId, ids] of perWorker) work.push(this.dispatch(workerId, ids));
     }
     await Promise.all(work);
     await this.closeFinishedStudies();
@@ -484,47 +513,62 @@ export class Coordinator {
     });
   }
 
-  /** Records the assignment, then asks the worker; a decline or silence puts the job straight back in the queue. */
-  private async dispatch(jobId: string, workerId: string): Promise<void> {
-    this.inflight.add(jobId);
+  /**
+   * Records the leases, then asks the worker to take them in one request; a decline or silence puts a job straight
+   * back in the queue (without using up an attempt). Results may arrive before the reply: the lease is already stored.
+   */
+  private async dispatch(workerId: string, jobIds: readonly string[]): Promise<void> {
+    for (const id of jobIds) this.inflight.add(id);
     try {
-      await this.withJob(jobId, async (e) => {
-        if (e.rec.status !== 'queued') return;
-        const now = Date.now();
-        const leased = assign(e.rec, workerId, now, e.rec.job.limits.timeout_s * 1000 + this.leaseGraceMs);
-        const saved = await this.saveJob(jobId, e, leased);
-        if (!saved) return;
-        const request: AssignRequest = {
-          job: leased.job,
-          attempt: leased.attempt,
-          lease_until: leased.lease_until!,
-        };
-        let reason: string | null = null;
+      const leased = await Promise.all(
+        jobIds.map((id) =>
+          this.withJob(id, async (e) => {
+            if (e.rec.status !== 'queued') return undefined;
+            const lease = e.rec.job.limits.timeout_s * 1000 + this.leaseGraceMs;
+            const next = assign(e.rec, workerId, Date.now(), lease);
+            return (await this.saveJob(id, e, next)) ? next : undefined;
+          }),
+        ),
+      );
+      const assignments: Assignment[] = leased
+        .filter((r): r is JobRecord => r !== undefined)
+        .map((r) => ({ job: r.job, attempt: r.attempt, lease_until: r.lease_until! }));
+      for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
+        const declined = new Map<string, string>();
         try {
           const msg = await this.nc.request(
             subjects.assign(workerId),
-            encoder.encode(JSON.stringify(request)),
-            {
-              timeout: this.assignTimeoutMs,
-            },
+            encoder.encode(JSON.stringify({ assignments: batch } satisfies AssignRequest)),
+            { timeout: this.assignTimeoutMs },
           );
           const reply = AssignReply.parse(safeJson(msg.data));
-          if (reply.accepted) return;
-          reason = reply.reason ?? 'declined';
+          const answered = new Map(reply.answers.map((a) => [`${a.job_id}#${a.attempt}`, a]));
+          for (const a of batch) {
+            const answer = answered.get(`${a.job.job_id}#${a.attempt}`);
+            if (!answer?.accepted) declined.set(a.job.job_id, answer?.reason ?? 'no answer for this job');
+          }
         } catch (err) {
-          reason = `no answer: ${(err as Error).message}`;
+          for (const a of batch) declined.set(a.job.job_id, `no answer: ${(err as Error).message}`);
         }
-        const current = this.jobs.get(jobId)!;
-        if (isCurrentAttempt(current.rec, leased.attempt, workerId)) {
-          await this.saveJob(
-            jobId,
-            current,
-            endAttempt(current.rec, 'declined', reason, Date.now(), this.retry),
-          );
-        }
-      });
+        await Promise.all(
+          batch
+            .filter((a) => declined.has(a.job.job_id))
+            .map((a) =>
+              this.withJob(a.job.job_id, async (cur) => {
+                if (!isCurrentAttempt(cur.rec, a.attempt, workerId)) return;
+                const reason = declined.get(a.job.job_id)!;
+                await this.saveJob(
+                  a.job.job_id,
+                  cur,
+                  endAttempt(cur.rec, 'declined', reason, Date.now(), this.retry),
+                );
+              }),
+            ),
+        );
+        if (declined.size > 0) this.kick();
+      }
     } finally {
-      this.inflight.delete(jobId);
+      for (const id of jobIds) this.inflight.delete(id);
     }
   }
 

@@ -124,18 +124,30 @@ export const WorkersReply = z.strictObject({
   workers: z.array(WorkerAd.extend({ last_seen_ms_ago: z.number() })),
 });
 
-/** Coordinator → worker: run this attempt (request; the reply is an AssignReply). */
-export const AssignRequest = z.strictObject({
+/** One attempt of one job, leased to a worker until `lease_until`. */
+export const Assignment = z.strictObject({
   job: Job,
   attempt: z.number().int().min(1),
   lease_until: z.number(),
 });
+export type Assignment = z.infer<typeof Assignment>;
+
+/** Coordinator → worker: run these attempts (one request per worker and scheduling round; reply: AssignReply). */
+export const AssignRequest = z.strictObject({ assignments: z.array(Assignment).min(1) });
 export type AssignRequest = z.infer<typeof AssignRequest>;
 
+/** The worker's answer for each assignment: accepted, or declined with a reason (draining, no free slot…). */
 export const AssignReply = z.strictObject({
-  accepted: z.boolean(),
-  reason: z.string().nullable(),
+  answers: z.array(
+    z.strictObject({
+      job_id: z.string(),
+      attempt: z.number().int(),
+      accepted: z.boolean(),
+      reason: z.string().nullable(),
+    }),
+  ),
 });
+export type AssignReply = z.infer<typeof AssignReply>;
 
 /** Coordinator → worker: stop an attempt (cancel). */
 export const CancelJob = z.strictObject({ job_id: z.string(), attempt: z.number().int() });

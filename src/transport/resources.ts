@@ -104,7 +104,12 @@ type BucketDefinition = Pick<KvOptions, 'description' | 'history' | 'storage' | 
 
 /** KV bucket definitions; `ttl` is in milliseconds (0 = keep forever). */
 export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
-  jobs: { description: 'Plurigrid job state (changes as a job runs)', history: 1, storage: StorageType.File, ttl: 0 },
+  jobs: {
+    description: 'Plurigrid job state (changes as a job runs)',
+    history: 1,
+    storage: StorageType.File,
+    ttl: 0,
+  },
   jobspecs: {
     description: 'Plurigrid job specs (image, epochs, limits: written once at submit)',
     history: 1,

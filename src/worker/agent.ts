@@ -1,6 +1,12 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { AssignRequest, CancelJob, type JobResult, type SignedClaim } from '../models/api.ts';
+import {
+  type Assignment,
+  AssignRequest,
+  CancelJob,
+  type JobResult,
+  type SignedClaim,
+} from '../models/api.ts';
 import { JobOutput } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
 import { canonicalJson, digestOf } from '../sim/digest.ts';
@@ -162,30 +168,42 @@ export class WorkerAgent {
     }
   }
 
+  /** Takes each assignment while a slot is free; answers every one, accepted or declined with the reason. */
   private onAssign(msg: Msg): void {
-    const reply = (accepted: boolean, reason: string | null) =>
-      msg.respond(JSON.stringify({ accepted, reason }));
     let req: AssignRequest;
     try {
       req = AssignRequest.parse(msg.json());
     } catch (e) {
-      reply(false, `invalid assignment: ${(e as Error).message.slice(0, 200)}`);
+      // Nothing to answer per job: the coordinator treats the missing answers as declines.
+      msg.respond(JSON.stringify({ answers: [] }));
+      this.log.warn({ err: (e as Error).message.slice(0, 200) }, 'invalid assignment ignored');
       return;
     }
-    if (this.draining) return void reply(false, 'draining');
-    if (this.running.size >= this.config.slots) return void reply(false, 'no free slot');
-    const key = attemptKey(req.job.job_id, req.attempt);
-    if (this.running.has(key)) return void reply(true, null); // a retried request for what already runs
-    reply(true, null);
-    const running: Running = {
-      job_id: req.job.job_id,
-      attempt: req.attempt,
-      controller: new AbortController(),
-      abortReason: null,
-      done: Promise.resolve(),
-    };
-    running.done = this.execute(req, running).finally(() => this.running.delete(key));
-    this.running.set(key, running);
+    const answers = req.assignments.map((a) => {
+      const answer = (accepted: boolean, reason: string | null) => ({
+        job_id: a.job.job_id,
+        attempt: a.attempt,
+        accepted,
+        reason,
+      });
+      const key = attemptKey(a.job.job_id, a.attempt);
+      if (this.running.has(key)) return answer(true, null); // a retried request for what already runs
+      if (this.draining) return answer(false, 'draining');
+      if (this.running.size >= this.config.slots) return answer(false, 'no free slot');
+      const running: Running = {
+        job_id: a.job.job_id,
+        attempt: a.attempt,
+        controller: new AbortController(),
+        abortReason: null,
+        done: Promise.resolve(),
+      };
+      this.running.set(key, running);
+      running.done = this.execute(a, running)
+        .catch((e) => this.log.error({ job_id: a.job.job_id, err: (e as Error).message }, 'result lost'))
+        .finally(() => this.running.delete(key));
+      return answer(true, null);
+    });
+    msg.respond(JSON.stringify({ answers }));
   }
 
   private onCancel(msg: Msg): void {
@@ -201,7 +219,7 @@ export class WorkerAgent {
     }
   }
 
-  private async execute(req: AssignRequest, running: Running): Promise<void> {
+  private async execute(req: Assignment, running: Running): Promise<void> {
     const { job, attempt } = req;
     const started = Date.now();
     const input = {
