@@ -1,4 +1,4 @@
-import { type ClearFn, resetClearing, totals } from './types.ts';
+import { type ClearFn, clearProRata, resetClearing, totals } from './types.ts';
 
 /**
  * The internal selling price of supply-demand-ratio pricing (Liu et al., 2017). SDR = supply / demand; for
@@ -20,25 +20,12 @@ export function sdrBuyPrice(sdr: number, retail: number, feedIn: number): number
 /**
  * SDR pricing. Buyers pay P_buy for all their demand — which is P_sell for their SDR share bought from peers plus
  * retail for the rest — and sellers receive P_sell for what peers take; a surplus (SDR > 1) is exported at λ_sell.
+ * In quantities that is the pro-rata pool (the short side trades all of it) at the internal price P_sell.
  */
 export function createSdr(): ClearFn {
   return (book, out) => {
-    resetClearing(out);
     const { supply, demand } = totals(book);
-    if (supply <= 0 || demand <= 0) return;
-    const sdr = supply / demand;
-    const price = sdrSellPrice(sdr, book.retail, book.feedIn);
-    const buyShare = Math.min(sdr, 1);
-    const sellShare = Math.min(1 / sdr, 1);
-    const { net, n } = book;
-    for (let i = 0; i < n; i++) {
-      const x = net[i]!;
-      const q = x > 0 ? x * buyShare : x < 0 ? x * sellShare : 0;
-      out.traded[i] = q;
-      out.paid[i] = q * price;
-    }
-    const matched = Math.min(supply, demand);
-    out.volume = matched;
-    out.value = matched * price;
+    if (supply <= 0 || demand <= 0) return resetClearing(out);
+    clearProRata(book, out, sdrSellPrice(supply / demand, book.retail, book.feedIn));
   };
 }

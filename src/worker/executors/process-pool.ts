@@ -4,11 +4,10 @@
 // place on demand. Limits are those of the one-shot executor: V8 heap via --max-old-space-size, and the resident
 // set sampled from /proc, because the engine keeps its bulk data in typed arrays outside the heap.
 import { type ChildProcess, fork } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { ExecStatus } from '../../models/execution.ts';
 import type { ServeReply } from '../epoch-runner.ts';
-import { abortReason, heapLimitMb, isHeapOutOfMemory, lastLine, TailBuffer } from './process.ts';
+import { abortReason, heapLimitMb, isHeapOutOfMemory, lastLine, residentMb, TailBuffer } from './process.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, tail } from './types.ts';
 
 export interface WarmProcessOptions {
@@ -35,15 +34,6 @@ interface Runner {
   stderr: TailBuffer;
   idleTimer: NodeJS.Timeout | undefined;
   ready: Promise<void>;
-}
-
-async function residentMb(pid: number): Promise<number | null> {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : null;
-  } catch {
-    return null;
-  }
 }
 
 export function createWarmProcessExecutor(options: WarmProcessOptions = {}): Executor {

@@ -62,7 +62,7 @@ export function lastLine(text: string): string {
 const RSS_SAMPLE_MS = 50;
 
 /** Resident set of a live process in MiB from /proc (Linux); null where there is no /proc or it has exited. */
-async function residentMb(pid: number): Promise<number | null> {
+export async function residentMb(pid: number): Promise<number | null> {
   try {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : null;
