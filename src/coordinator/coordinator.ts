@@ -110,6 +110,8 @@ export class Coordinator {
   private readonly live = new Map<string, number>();
   private readonly settled = new Set<string>();
   private lastExpirySweep = 0;
+  /** Assigned attempts missing from their worker's adverts, since when (coordinator clock). */
+  private readonly absent = new Map<string, number>();
   private again = false;
   private startedAt = 0;
   private readonly retry: RetryPolicy;
@@ -413,6 +415,10 @@ export class Coordinator {
       if (lost) work.push(this.reclaim(id, rec.attempt, 'worker-lost', `no heartbeat from ${workerId}`));
       else if (rec.lease_until !== null && now > rec.lease_until) {
         work.push(this.reclaim(id, rec.attempt, 'lease-expired', 'lease expired before a result arrived'));
+      } else if (w && this.assignmentLost(id, rec, w, now)) {
+        work.push(
+          this.reclaim(id, rec.attempt, 'worker-lost', `${workerId} does not run it (assignment lost)`),
+        );
       }
     }
     // Capacity from our own records of what runs where, which are current; adverts can be a second old.
@@ -446,6 +452,30 @@ export class Coordinator {
     }
     await Promise.all(work);
     await this.closeFinishedStudies();
+  }
+
+  /**
+   * An attempt recorded as assigned that its (live) worker keeps leaving out of its adverts — the request never
+   * reached it (a coordinator crash between recording and sending), or the worker restarted. Absence must last
+   * several heartbeats after the assignment, so a result still on its way is not mistaken for a loss; if it is,
+   * the cost is a rerun, and the late result is ignored as stale.
+   */
+  private assignmentLost(
+    id: string,
+    rec: JobRecord,
+    w: { ad: WorkerAd; seenAt: number },
+    now: number,
+  ): boolean {
+    const interval = w.ad.interval_ms;
+    if (w.seenAt < rec.updated_at + interval + 500 || w.ad.running.includes(`${id}#${rec.attempt}`)) {
+      this.absent.delete(id);
+      return false;
+    }
+    const since = this.absent.get(id) ?? w.seenAt;
+    this.absent.set(id, since);
+    if (now - since < this.missedHeartbeats * interval + 1000) return false;
+    this.absent.delete(id);
+    return true;
   }
 
   /**
@@ -596,7 +626,8 @@ export class Coordinator {
         durable_name: CONSUMER,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
-        ack_wait: 30_000_000_000,
+        // Handling takes milliseconds; after a crash, what was delivered but not acknowledged comes back this soon.
+        ack_wait: 10_000_000_000,
         max_ack_pending: 2000,
       })
       .catch((e) => {

@@ -26,6 +26,15 @@ async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
   return out;
 }
 
+/** Waits until a worker reports running an attempt (not merely assigned: the request may still be in flight). */
+async function jobRunning(c: Cluster): Promise<void> {
+  await until(
+    async () => (await c.api.workers()).workers.some((w) => w.running.length > 0),
+    10_000,
+    'a job to run',
+  );
+}
+
 /** Every epoch exactly once, with the digest the engine gives in-process. */
 async function expectExactResults(c: Cluster, studyId: string, req: ReturnType<typeof smallStudy>) {
   const { rows } = await c.api.allResults(studyId);
@@ -113,11 +122,7 @@ describe('faults', () => {
     await cluster.waitForWorkers(1);
     const scenario = heavyScenario(2000, 40);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
-    await until(
-      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
-      10_000,
-      'the job to start',
-    );
+    await jobRunning(cluster);
     await cluster.startWorker('b');
     await cluster.kill(cluster.workers.get('a')!);
     const status = await cluster.waitForStudy(submitted.study_id, 90_000);
@@ -129,6 +134,23 @@ describe('faults', () => {
     expect(rows).toHaveLength(1);
     expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
   }, 120_000);
+
+  it('a worker restarted under the same identity: its lost attempt is reclaimed and rerun', async () => {
+    cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    await cluster.startWorker('a');
+    await cluster.waitForWorkers(1);
+    const scenario = heavyScenario(2000, 40);
+    const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
+    await jobRunning(cluster);
+    await cluster.kill(cluster.workers.get('a')!);
+    await cluster.startWorker('a');
+    const status = await cluster.waitForStudy(submitted.study_id, 60_000);
+    expect(status.state).toBe('done');
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job!.history.map((h) => h.ended)).toEqual(['worker-lost']);
+    expect(job!.history[0]!.reason).toMatch(/no heartbeat|assignment lost/);
+  }, 90_000);
 
   it('the coordinator killed and restarted mid-study: the study finishes, no epoch lost or counted twice', async () => {
     cluster = await new Cluster().start();
@@ -222,11 +244,7 @@ describe('control', () => {
       target_job_seconds: 0,
       limits: { memory_mb: 2048 },
     });
-    await until(
-      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
-      10_000,
-      'a job to start',
-    );
+    await jobRunning(cluster);
     const cancelled = await cluster.api.cancel(submitted.study_id);
     expect(cancelled.state).toBe('cancelled');
     expect(cancelled.jobs).toMatchObject({ total: 3, cancelled: 3 });
@@ -245,11 +263,7 @@ describe('control', () => {
     await cluster.waitForWorkers(1);
     const scenario = heavyScenario(2000, 40);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 }, max_attempts: 1 });
-    await until(
-      async () => (await cluster!.api.status(submitted.study_id)).epochs.running === 1,
-      10_000,
-      'the job to start',
-    );
+    await jobRunning(cluster);
     await cluster.startWorker('b');
     await cluster.kill(cluster.workers.get('a')!, 'SIGTERM');
     const status = await cluster.waitForStudy(submitted.study_id, 60_000);
