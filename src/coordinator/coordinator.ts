@@ -92,7 +92,8 @@ export class Coordinator {
   private readonly jobs = new Map<string, Entry<JobRecord>>();
   private readonly studies = new Map<string, Entry<StudyRecord>>();
   private readonly workers = new Map<string, { ad: WorkerAd; seenAt: number }>();
-  private readonly inflight = new Set<string>();
+  /** Jobs being assigned right now, and to which worker (counted against its slots until recorded). */
+  private readonly inflight = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly outputs = new Map<number, JobOutput>();
   private subs: Subscription[] = [];
@@ -155,10 +156,7 @@ export class Coordinator {
       this.log.fatal({ err: (e as Error).message }, 'results consumer stopped');
       process.exitCode = 1;
     });
-    this.timer = setInterval(
-      () => void this.tick().catch((e) => this.log.error({ err: e.message }, 'tick failed')),
-      this.tickMs,
-    );
+    this.timer = setInterval(() => this.kick(), this.tickMs);
     this.log.info(
       { jobs: this.jobs.size, studies: this.studies.size, image: this.image },
       'coordinator started',
@@ -405,6 +403,9 @@ export class Coordinator {
     }
     const busy = new Map<string, number>();
     const graceOver = now - this.startedAt > 5_000;
+    for (const [id, workerId] of this.inflight) {
+      if (!this.assigned.has(id)) busy.set(workerId, (busy.get(workerId) ?? 0) + 1);
+    }
     for (const id of this.assigned) {
       const rec = this.jobs.get(id)!.rec;
       const workerId = rec.worker_id!;
@@ -548,7 +549,7 @@ export class Coordinator {
    * back in the queue (without using up an attempt). Results may arrive before the reply: the lease is already stored.
    */
   private async dispatch(workerId: string, jobIds: readonly string[]): Promise<void> {
-    for (const id of jobIds) this.inflight.add(id);
+    for (const id of jobIds) this.inflight.set(id, workerId);
     try {
       const leased = await Promise.all(
         jobIds.map((id) =>
