@@ -8,6 +8,7 @@ import { dockerAvailable } from '../worker/executors/docker.ts';
 import { buildImages } from '../worker/images.ts';
 import { DEFAULT_DATA_DIR } from './connection.ts';
 import { startCoordinator } from './coordinator.ts';
+import { intOption } from './options.ts';
 import { writeStudyResults } from './results.ts';
 import { statusLine } from './status.ts';
 import { follow, progressReporter, requestFromFile } from './submit.ts';
@@ -123,7 +124,7 @@ export function registerDemo(program: Command): void {
       'the marketplace loop on this machine: embedded NATS, coordinator, two workers, the example study',
     )
     .option('--out <dir>', 'output directory', 'out/mechanism-comparison')
-    .option('--workers <n>', 'workers to start', (v) => Number(v), 2)
+    .option('--workers <n>', 'workers to start', intOption('--workers', 1, 16), 2)
     .option('--executor <kind>', 'auto, docker or process', 'auto')
     .action((opts: Options) => runDemo(opts));
 }

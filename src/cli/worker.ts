@@ -5,6 +5,7 @@ import { InvalidArgumentError } from 'commander';
 import { VERSION } from '../version.ts';
 import { WorkerAgent } from '../worker/agent.ts';
 import { createDockerExecutor, dockerAvailable } from '../worker/executors/docker.ts';
+import { createProcessExecutor } from '../worker/executors/process.ts';
 import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
 import { loadOrCreateIdentity } from '../worker/identity.ts';
@@ -18,6 +19,7 @@ interface Options extends ConnectionFlags {
   executor: 'auto' | 'docker' | 'process';
   slots: number;
   runners?: number;
+  warm: boolean;
   price: number;
   labels: Record<string, string>;
   heartbeatMs: number;
@@ -48,10 +50,14 @@ export async function chooseExecutor(
   kind: Options['executor'],
   slots: number,
   runners: number,
+  warm: boolean,
   warn: (line: string) => void,
 ): Promise<Executor> {
-  const warm = { prewarm: Math.min(slots, runners), maxRunners: runners };
-  if (kind === 'process') return createWarmProcessExecutor(warm);
+  const processExecutor = () =>
+    warm
+      ? createWarmProcessExecutor({ prewarm: Math.min(slots, runners), maxRunners: runners })
+      : createProcessExecutor();
+  if (kind === 'process') return processExecutor();
   if (await dockerAvailable()) return createDockerExecutor();
   if (kind === 'docker') {
     throw new Error('--executor docker: no Docker engine is reachable (is dockerd running?)');
@@ -59,7 +65,7 @@ export async function chooseExecutor(
   warn(
     'no Docker engine reachable: running jobs as child processes (process executor), without container isolation',
   );
-  return createWarmProcessExecutor(warm);
+  return processExecutor();
 }
 
 export interface RunningWorker {
@@ -70,8 +76,12 @@ export interface RunningWorker {
 export async function startWorker(opts: Options): Promise<RunningWorker> {
   const log = createLogger(`worker:${opts.name}`, opts.logLevel);
   const identity = await loadOrCreateIdentity(join(resolve(opts.dataDir), 'workers', opts.name));
-  const executor = await chooseExecutor(opts.executor, opts.slots, opts.runners ?? opts.slots, (line) =>
-    log.warn(line),
+  const executor = await chooseExecutor(
+    opts.executor,
+    opts.slots,
+    opts.runners ?? opts.slots,
+    opts.warm,
+    (line) => log.warn(line),
   );
   const transport = await openClient(opts, `plurigrid-worker-${opts.name}`);
   const agent = new WorkerAgent({
@@ -121,6 +131,10 @@ export function registerWorker(program: Command): void {
         '--runners <n>',
         'process executor: child processes running jobs at once (default: --slots); more slots than runners queue',
         intOption('--runners', 1, 1024),
+      )
+      .option(
+        '--no-warm',
+        'process executor: a fresh process per job instead of warm runners (slower, nothing shared)',
       )
       .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption, 0.001)
       .option('--labels <k=v,...>', 'labels advertised to the scheduler', labelsOption, {})

@@ -204,6 +204,15 @@ export class Coordinator {
   // ─── API ────────────────────────────────────────────────────────────────────────────────────────────────
 
   async submit(req: SubmitRequest): Promise<SubmitReply> {
+    try {
+      return await this.submitOnce(req);
+    } catch (e) {
+      if (e instanceof DuplicateSubmit) return e.reply;
+      throw e;
+    }
+  }
+
+  private async submitOnce(req: SubmitRequest): Promise<SubmitReply> {
     const keyId = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
     if (keyId) {
       const seen = await this.idempotentReply(keyId);
@@ -218,18 +227,17 @@ export class Coordinator {
     const studyId = `s${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
     const now = Date.now();
     const sub = buildSubmission(req, { studyId, image, now, retry: this.retry });
-    if (keyId) {
-      try {
-        await this.resources.kv.idempotency.create(keyId, JSON.stringify({ study_id: studyId }));
-      } catch {
-        // Another submit with this key won the race: answer as it did.
-        const seen = await this.idempotentReply(keyId, 5000);
-        if (seen) return seen;
-        throw new Error('idempotency key is being used by a submit that has not finished');
-      }
+    if (keyId) await this.claimKey(keyId, studyId);
+    let rev: number;
+    try {
+      rev = await this.resources.kv.studies.create(studyId, JSON.stringify(sub.study));
+    } catch (e) {
+      // Nothing was started: release the key so a retry can submit again.
+      if (keyId) await this.resources.kv.idempotency.delete(keyId).catch(() => {});
+      throw e;
     }
-    const rev = await this.resources.kv.studies.create(studyId, JSON.stringify(sub.study));
     this.studies.set(studyId, { rec: sub.study, rev });
+    // Once the study record exists, a crash here is finished by load() after a restart.
     await Promise.all(sub.jobs.map((j) => this.createJob(j)));
     this.kick();
     this.log.info(
@@ -244,6 +252,28 @@ export class Coordinator {
       jobs: sub.jobs.length,
       duplicate: false,
     };
+  }
+
+  /**
+   * Claims an idempotency key for a new study. If another submit holds it, its answer is what counts (returned via
+   * the thrown DuplicateSubmit); a claim whose study never appeared within 30 s (its coordinator died in between) is
+   * taken over.
+   */
+  private async claimKey(keyId: string, studyId: string): Promise<void> {
+    const claim = JSON.stringify({ study_id: studyId });
+    try {
+      await this.resources.kv.idempotency.create(keyId, claim);
+      return;
+    } catch {
+      const seen = await this.idempotentReply(keyId, 5000);
+      if (seen) throw new DuplicateSubmit(seen);
+    }
+    const entry = await this.resources.kv.idempotency.get(keyId);
+    if (entry && Date.now() - entry.created.getTime() > 30_000) {
+      await this.resources.kv.idempotency.update(keyId, claim, entry.revision);
+      return;
+    }
+    throw new Error('this idempotency key belongs to a submit that has not finished; retry in a minute');
   }
 
   private async idempotentReply(keyId: string, waitMs = 0): Promise<SubmitReply | undefined> {
@@ -790,6 +820,15 @@ export class Coordinator {
 
   private event(studyId: string, body: Record<string, unknown>): void {
     this.nc.publish(subjects.studyEvents(studyId), JSON.stringify({ ...body, at: Date.now() }));
+  }
+}
+
+/** Internal: a repeated idempotency key, answered with the first submit's reply. */
+class DuplicateSubmit extends Error {
+  readonly reply: SubmitReply;
+  constructor(reply: SubmitReply) {
+    super('duplicate submit');
+    this.reply = reply;
   }
 }
 

@@ -156,7 +156,8 @@ describe('faults', () => {
     cluster = await new Cluster().start();
     await cluster.startCoordinator();
     await cluster.startWorker('a');
-    await cluster.startWorker('b');
+    // One worker starts a fresh process per job (--no-warm), the other keeps warm runners.
+    await cluster.startWorker('b', ['--no-warm']);
     await cluster.waitForWorkers(2);
     const req = smallStudy(6);
     const submitted = await cluster.submit(req);
