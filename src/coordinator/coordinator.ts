@@ -19,6 +19,7 @@ import { type JobOutput, JobOutput as JobOutputSchema } from '../models/job.ts';
 import { type AttemptEnd, JobRecord } from '../models/job-record.ts';
 import { StudyRecord } from '../models/study-record.ts';
 import { WorkerAd } from '../models/worker.ts';
+import { decode } from '../transport/connect.ts';
 import type { Resources } from '../transport/resources.ts';
 import { STREAMS } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
@@ -144,10 +145,14 @@ export class Coordinator {
       this.nc.subscribe(subjects.heartbeatAll, {
         callback: (err, msg) => {
           if (err) return;
-          const ad = WorkerAd.safeParse(safeJson(msg.data));
-          if (!ad.success) return;
-          const known = this.workers.has(ad.data.worker_id);
-          this.workers.set(ad.data.worker_id, { ad: ad.data, seenAt: Date.now() });
+          let ad: WorkerAd;
+          try {
+            ad = decode(msg.data, WorkerAd, 'worker advert');
+          } catch {
+            return; // not a worker we can schedule on
+          }
+          const known = this.workers.has(ad.worker_id);
+          this.workers.set(ad.worker_id, { ad, seenAt: Date.now() });
           if (!known) this.kick();
         },
       }),
@@ -602,7 +607,7 @@ export class Coordinator {
             encoder.encode(JSON.stringify({ assignments: batch } satisfies AssignRequest)),
             { timeout: this.assignTimeoutMs },
           );
-          const reply = AssignReply.parse(safeJson(msg.data));
+          const reply = decode(msg.data, AssignReply, 'assign reply');
           const answered = new Map(reply.answers.map((a) => [`${a.job_id}#${a.attempt}`, a]));
           for (const a of batch) {
             const answer = answered.get(`${a.job.job_id}#${a.attempt}`);
@@ -684,12 +689,16 @@ export class Coordinator {
   }
 
   private async onResult(m: JsMsg): Promise<void> {
-    const parsed = JobResult.safeParse(safeJson(m.data));
-    if (!parsed.success) {
-      this.log.warn({ seq: m.seq, subject: m.subject }, 'malformed result ignored');
+    let result: JobResult;
+    try {
+      result = decode(m.data, JobResult, 'result');
+    } catch (e) {
+      this.log.warn(
+        { seq: m.seq, subject: m.subject, issues: (e as InputError).issues },
+        'malformed result ignored',
+      );
       return;
     }
-    const result = parsed.data;
     if (!this.jobs.has(result.job_id)) return;
     await this.withJob(result.job_id, async (e) => {
       if (!isCurrentAttempt(e.rec, result.attempt, result.worker_id)) return; // stale or duplicate
@@ -732,7 +741,7 @@ export class Coordinator {
     if (cached) return cached;
     const msg = await this.resources.jsm.streams.getMessage(STREAMS.results, { seq });
     if (!msg) throw new Error(`result ${seq} is missing from the ${STREAMS.results} stream`);
-    const output = await this.loadOutput(JobResult.parse(safeJson(msg.data)));
+    const output = await this.loadOutput(decode(msg.data, JobResult, `result ${seq}`));
     if (this.outputs.size > 5000) this.outputs.delete(this.outputs.keys().next().value!);
     this.outputs.set(seq, output);
     return output;

@@ -1,6 +1,6 @@
 import type { SubmitRequest } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
-import { type Job, ResourceLimits } from '../models/job.ts';
+import { type Job, jobInput, ResourceLimits } from '../models/job.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import { Study } from '../models/study.ts';
 import type { StudyRecord } from '../models/study-record.ts';
@@ -69,22 +69,12 @@ export function buildSubmission(
   };
   const jobs = batches.map((batch, i) => {
     const jobId = `${ctx.studyId}-${String(i).padStart(5, '0')}`;
-    const input = {
-      job_id: jobId,
-      epochs: batch.map((e) => ({ epoch_id: e.epoch_id, scenario: e.scenario })),
-    };
     const job: Job = {
       job_id: jobId,
       study_id: ctx.studyId,
       image: ctx.image,
-      input_digest: digestOf(input),
-      epochs: batch.map((e) => ({
-        epoch_id: e.epoch_id,
-        subset: e.subset,
-        run: e.run,
-        params: e.params,
-        scenario: e.scenario,
-      })),
+      input_digest: digestOf(jobInput(jobId, batch)),
+      epochs: batch,
       limits,
       priority: req.priority ?? 0,
     };

@@ -29,6 +29,14 @@ export const JobInput = z.strictObject({
 });
 export type JobInput = z.infer<typeof JobInput>;
 
+/** The runner's input for a job: each epoch's id and scenario, nothing about where it sits in its study. */
+export function jobInput(
+  jobId: string,
+  epochs: readonly Pick<EpochTask, 'epoch_id' | 'scenario'>[],
+): JobInput {
+  return { job_id: jobId, epochs: epochs.map((e) => ({ epoch_id: e.epoch_id, scenario: e.scenario })) };
+}
+
 /** What the epoch runner writes (to /output/results.json): one result per epoch, in input order. */
 export const JobOutput = z.strictObject({
   job_id: z.string(),

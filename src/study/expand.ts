@@ -1,4 +1,5 @@
 import { describeIssues, friendlyError, InputError } from '../models/errors.ts';
+import type { EpochTask } from '../models/job.ts';
 import { Scenario } from '../models/scenario.ts';
 import type { ParamValue, Study } from '../models/study.ts';
 import { digestOf } from '../sim/digest.ts';
@@ -13,15 +14,11 @@ export interface SweepPoint {
   overrides: { path: string; value: unknown; from: string }[];
 }
 
-/** One epoch of a study: a fully specified scenario and where it sits in the sweep. */
-export interface EpochSpec {
-  /** Content address: the first 16 hex digits of the SHA-256 of the canonical scenario. */
-  epoch_id: string;
-  subset: number;
-  run: number;
-  params: Record<string, ParamValue>;
-  scenario: Scenario;
-}
+/**
+ * One epoch of a study: a fully specified scenario and where it sits in the sweep — the shape a job carries (its
+ * epoch_id is the content address: the first 16 hex digits of the SHA-256 of the canonical scenario).
+ */
+export type EpochSpec = EpochTask;
 
 /** Cartesian product of the axes, first axis slowest. */
 export function sweepPoints(study: Pick<Study, 'sweep'>): SweepPoint[] {

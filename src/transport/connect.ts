@@ -183,5 +183,3 @@ export function decode<S extends z.ZodType>(bytes: Uint8Array, schema: S, what: 
     throw err;
   }
 }
-
-export const jsonCodec = { encode, decode } as const;

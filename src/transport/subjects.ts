@@ -57,16 +57,6 @@ export function checkId(kind: string, id: unknown): string {
   return id;
 }
 
-/** True when {@link checkId} would accept `id`. */
-export function isValidId(id: unknown): id is string {
-  try {
-    checkId('id', id);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export const subjects = {
   /** `plurigrid.api.<op>` — one endpoint of the API service. */
   api(op: ApiOp): string {
@@ -116,8 +106,3 @@ export const subjects = {
   /** `plurigrid.events.>` — the EVENTS stream's subjects. */
   eventsAll: `${ROOT}.events.>`,
 } as const;
-
-/** The id in the last token of a heartbeat, results or events subject (`plurigrid.results.j1` → `j1`). */
-export function lastToken(subject: string): string {
-  return subject.slice(subject.lastIndexOf('.') + 1);
-}

@@ -7,9 +7,10 @@ import {
   type JobResult,
   type SignedClaim,
 } from '../models/api.ts';
-import { JobOutput } from '../models/job.ts';
+import { JobOutput, jobInput } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
 import { canonicalJson, digestOf } from '../sim/digest.ts';
+import { decode } from '../transport/connect.ts';
 import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
@@ -172,7 +173,7 @@ export class WorkerAgent {
   private onAssign(msg: Msg): void {
     let req: AssignRequest;
     try {
-      req = AssignRequest.parse(msg.json());
+      req = decode(msg.data, AssignRequest, 'assignment');
     } catch (e) {
       // Nothing to answer per job: the coordinator treats the missing answers as declines.
       msg.respond(JSON.stringify({ answers: [] }));
@@ -208,7 +209,7 @@ export class WorkerAgent {
 
   private onCancel(msg: Msg): void {
     try {
-      const c = CancelJob.parse(msg.json());
+      const c = decode(msg.data, CancelJob, 'cancel');
       const r = this.running.get(attemptKey(c.job_id, c.attempt));
       if (r) {
         r.abortReason = 'cancelled by the coordinator';
@@ -222,10 +223,7 @@ export class WorkerAgent {
   private async execute(req: Assignment, running: Running): Promise<void> {
     const { job, attempt } = req;
     const started = Date.now();
-    const input = {
-      job_id: job.job_id,
-      epochs: job.epochs.map((e) => ({ epoch_id: e.epoch_id, scenario: e.scenario })),
-    };
+    const input = jobInput(job.job_id, job.epochs);
     let outcome: ExecOutcome;
     if (digestOf(input) !== job.input_digest) {
       outcome = failure('failed', 'input digest does not match the job: refusing to run it');

@@ -25,6 +25,18 @@ export class Cluster {
   readonly workers = new Map<string, ChildProcess>();
   private readonly logs = new Map<ChildProcess, string>();
 
+  /**
+   * A started cluster: nats-server, the coordinator, and the named workers (each with extra CLI flags), all
+   * visible to the coordinator.
+   */
+  static async up(workers: Record<string, string[]> = {}): Promise<Cluster> {
+    const cluster = await new Cluster().start();
+    await cluster.startCoordinator();
+    for (const [name, args] of Object.entries(workers)) await cluster.startWorker(name, args);
+    await cluster.waitForWorkers(Object.keys(workers).length);
+    return cluster;
+  }
+
   async start(): Promise<this> {
     this.nats = await startEmbeddedNats({ dataDir: this.dataDir });
     this.nc = await connectNats({ url: this.nats.url, name: 'test-client' });

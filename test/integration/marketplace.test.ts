@@ -49,11 +49,7 @@ async function expectExactResults(c: Cluster, studyId: string, req: ReturnType<t
 
 describe('the marketplace loop', () => {
   it('runs a study across two workers with results identical to local runs; a repeated key returns the first answer', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.startWorker('b');
-    await cluster.waitForWorkers(2);
+    cluster = await Cluster.up({ a: [], b: [] });
     const req = { ...smallStudy(3), idempotency_key: 'paper-42' };
     const first = await cluster.submit(req);
     expect(first).toMatchObject({ epochs: 6, jobs: 6, duplicate: false });
@@ -68,8 +64,7 @@ describe('the marketplace loop', () => {
   });
 
   it('rejects bad submits with path-named errors and stays up', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
+    cluster = await Cluster.up();
     const bad = async (req: unknown) => {
       try {
         await cluster!.submit(req as never);
@@ -116,10 +111,7 @@ describe('the marketplace loop', () => {
 
 describe('faults', () => {
   it('a worker killed with SIGKILL mid-job: the job completes elsewhere, one accepted result per epoch', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const scenario = heavyScenario(2000, 40);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
     await jobRunning(cluster);
@@ -136,10 +128,7 @@ describe('faults', () => {
   }, 120_000);
 
   it('a worker restarted under the same identity: its lost attempt is reclaimed and rerun', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const scenario = heavyScenario(2000, 40);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
     await jobRunning(cluster);
@@ -153,12 +142,8 @@ describe('faults', () => {
   }, 90_000);
 
   it('the coordinator killed and restarted mid-study: the study finishes, no epoch lost or counted twice', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
     // One worker starts a fresh process per job (--no-warm), the other keeps warm runners.
-    await cluster.startWorker('b', ['--no-warm']);
-    await cluster.waitForWorkers(2);
+    cluster = await Cluster.up({ a: [], b: ['--no-warm'] });
     const req = smallStudy(6);
     const submitted = await cluster.submit(req);
     await until(
@@ -176,10 +161,7 @@ describe('faults', () => {
   }, 120_000);
 
   it('nats-server stopped and restarted with its store: clients reconnect and work continues', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const req = smallStudy(5);
     const submitted = await cluster.submit(req);
     await until(
@@ -199,10 +181,7 @@ describe('faults', () => {
   }, 120_000);
 
   it('a job over its memory limit fails with the reason, is retried, then fails after max attempts', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const submitted = await cluster.submit({
       scenario: heavyScenario(20_000, 3),
       limits: { memory_mb: 48 },
@@ -217,10 +196,7 @@ describe('faults', () => {
   }, 90_000);
 
   it('a job over its time limit is reported as a timeout, retried, then failed', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const submitted = await cluster.submit({
       scenario: heavyScenario(2000, 60),
       limits: { timeout_s: 0.5, memory_mb: 1024 },
@@ -236,10 +212,7 @@ describe('faults', () => {
 
 describe('control', () => {
   it('cancel stops the running attempt and the queued rest', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const submitted = await cluster.submit({
       study: { name: 'long', scenario: heavyScenario(2000, 200), runs: 3, seed: 1, sweep: [] },
       target_job_seconds: 0,
@@ -258,10 +231,7 @@ describe('control', () => {
   }, 60_000);
 
   it('a draining worker hands its job back on SIGTERM without using up an attempt', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a', ['--drain-s', '0']);
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: ['--drain-s', '0'] });
     const scenario = heavyScenario(2000, 40);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 }, max_attempts: 1 });
     await jobRunning(cluster);
@@ -277,10 +247,7 @@ describe('control', () => {
   }, 60_000);
 
   it('an output over 512 KiB travels through the object store and verifies', async () => {
-    cluster = await new Cluster().start();
-    await cluster.startCoordinator();
-    await cluster.startWorker('a');
-    await cluster.waitForWorkers(1);
+    cluster = await Cluster.up({ a: [] });
     const scenario = heavyScenario(4000, 1);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
     expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');

@@ -4,16 +4,18 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { JobOutput } from '../../src/models/job.ts';
 import { createProcessExecutor } from '../../src/worker/executors/process.ts';
-import { bigJob, expectedOutput, invalidJob, limits, slowJob, smallJob } from '../fixtures/jobs.ts';
+import {
+  bigJob,
+  expectedOutput,
+  invalidJob,
+  limits,
+  processRequest,
+  slowJob,
+  smallJob,
+} from '../fixtures/jobs.ts';
 
 const executor = createProcessExecutor();
-const request = (input: typeof smallJob, overrides: Partial<Parameters<typeof executor.run>[0]> = {}) => ({
-  job_id: input.job_id,
-  image: 'unused-by-the-process-executor',
-  input,
-  limits: limits(),
-  ...overrides,
-});
+const request = processRequest;
 
 describe('process executor', () => {
   it('runs the epoch runner and returns exactly the bytes runEpoch gives in-process', async () => {

@@ -1,16 +1,18 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWarmProcessExecutor } from '../../src/worker/executors/process-pool.ts';
-import { bigJob, expectedOutput, invalidJob, limits, slowJob, smallJob } from '../fixtures/jobs.ts';
+import {
+  bigJob,
+  expectedOutput,
+  invalidJob,
+  limits,
+  processRequest,
+  slowJob,
+  smallJob,
+} from '../fixtures/jobs.ts';
 
 const executor = createWarmProcessExecutor({ prewarm: 1, maxRunners: 2 });
 afterAll(() => executor.close());
-const request = (input: typeof smallJob, overrides: Partial<Parameters<typeof executor.run>[0]> = {}) => ({
-  job_id: input.job_id,
-  image: 'unused-by-the-process-executor',
-  input,
-  limits: limits(),
-  ...overrides,
-});
+const request = processRequest;
 
 describe('warm process executor', () => {
   it('returns exactly the bytes runEpoch gives in-process, and a warm runner answers the next job fast', async () => {

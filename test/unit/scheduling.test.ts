@@ -26,13 +26,7 @@ const job = (id = 'j1'): Job =>
     study_id: 's1',
     image: 'sha256:img',
     input_digest: 'a'.repeat(64),
-    epochs: expandStudy(Study.parse({ name: 's', scenario: {}, runs: 1 }), baseScenario()).map((e) => ({
-      epoch_id: e.epoch_id,
-      subset: e.subset,
-      run: e.run,
-      params: e.params,
-      scenario: e.scenario,
-    })),
+    epochs: expandStudy(Study.parse({ name: 's', scenario: {}, runs: 1 }), baseScenario()),
     limits,
   });
 
