@@ -6,7 +6,7 @@
 //      job's wall time, container create → removed) for ~1-second epochs batched per job.
 // Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 2000).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +67,44 @@ async function rawJetStream(url: string) {
     p50_ms: quantile(latencies, 0.5),
     p99_ms: quantile(latencies, 0.99),
   };
+}
+
+/**
+ * CPU time (ms) so far of this process tree, by role, from /proc (Linux): where a run's CPU went. Empty elsewhere.
+ */
+function cpuByRole(): Record<string, number> {
+  const out: Record<string, number> = {};
+  const tick = 10; // USER_HZ is 100 on Linux
+  const visit = (pid: number) => {
+    let stat: string;
+    let cmd: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return;
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ms = (Number(fields[11]) + Number(fields[12])) * tick;
+    const role = cmd.includes('nats-server')
+      ? 'nats-server'
+      : cmd.includes('epoch-runner')
+        ? 'runners'
+        : cmd.includes(' worker') || cmd.includes('\0worker\0')
+          ? 'workers'
+          : 'coordinator+bench';
+    out[role] = (out[role] ?? 0) + ms;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      for (const c of children ? children.split(' ') : []) visit(Number(c));
+    }
+  };
+  try {
+    visit(process.pid);
+  } catch {
+    return {};
+  }
+  return out;
 }
 
 function spawnWorker(name: string, url: string, dataDir: string, slots: number): Promise<ChildProcess> {
@@ -134,6 +172,7 @@ async function endToEnd(url: string, dataDir: string) {
     },
   });
   await client.flush();
+  const cpuBefore = cpuByRole();
   const submitted = performance.now();
   const reply = await api.submit({
     study: { name: 'trivial', scenario: trivial, runs: JOBS, seed: 1, sweep: [] },
@@ -146,6 +185,10 @@ async function endToEnd(url: string, dataDir: string) {
     await new Promise((r) => setTimeout(r, 20));
   }
   const finished = Math.max(...done.values());
+  const cpuAfter = cpuByRole();
+  const cpu_ms_per_job = Object.fromEntries(
+    Object.entries(cpuAfter).map(([role, ms]) => [role, (ms - (cpuBefore[role] ?? 0)) / reply.jobs]),
+  );
   const queued = [...done.values()].map((t) => t - submitted);
   const status = await api.status(reply.study_id);
   // Latency on an idle system: one job at a time, submit → result recorded (its `done` event).
@@ -170,6 +213,8 @@ async function endToEnd(url: string, dataDir: string) {
     state: status.state,
     submit_ms: accepted - submitted,
     per_s: reply.jobs / ((finished - submitted) / 1000),
+    /** CPU per job during the batch, by process role (coordinator+bench is this process). */
+    cpu_ms_per_job,
     /** Of the batch: time from submitting it to each job's result (dominated by queueing). */
     batch_p50_ms: quantile(queued, 0.5),
     /** One job at a time on an idle system: submit → result recorded. */
@@ -232,6 +277,12 @@ try {
   t.push([
     `(b) trivial jobs end to end (${e2e.jobs} jobs, 2 workers × ${e2e.slots_per_worker} slots)`,
     `${e2e.per_s.toFixed(0)} jobs/s = ${((100 * e2e.per_s) / raw.per_s).toFixed(1)} % of (a); one at a time: p50 ${e2e.p50_ms.toFixed(1)} ms, p99 ${e2e.p99_ms.toFixed(1)} ms`,
+  ]);
+  t.push([
+    '(b) CPU per job, by process',
+    Object.entries(e2e.cpu_ms_per_job)
+      .map(([role, ms]) => `${role} ${ms.toFixed(2)} ms`)
+      .join(', '),
   ]);
   for (const d of docker ?? []) {
     t.push([

@@ -7,7 +7,8 @@ import {
   type Assignment,
   AssignReply,
   type AssignRequest,
-  JobResult,
+  type JobResult,
+  ResultBatch,
   type ResultRow,
   type ResultsReply,
   type StudyStatus,
@@ -16,7 +17,7 @@ import {
 } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
 import { type JobOutput, JobOutput as JobOutputSchema } from '../models/job.ts';
-import { type AttemptEnd, JobRecord } from '../models/job-record.ts';
+import type { AttemptEnd, JobRecord } from '../models/job-record.ts';
 import { StudyRecord } from '../models/study-record.ts';
 import { WorkerAd } from '../models/worker.ts';
 import { decode } from '../transport/connect.ts';
@@ -36,9 +37,10 @@ import {
   type RetryPolicy,
   workersToAvoid,
 } from './job-state.ts';
+import { getStudyJobs, putStudyJobs, stateJson, withState } from './job-store.ts';
 import { type PendingJob, place, type WorkerView } from './placement.ts';
 import { studyState, summarise } from './status.ts';
-import { verifyResult } from './verify.ts';
+import { batchSigned, verifyResult } from './verify.ts';
 
 export interface CoordinatorOptions {
   /** Image every job pins (an image ID where Docker workers exist). */
@@ -56,6 +58,7 @@ export interface CoordinatorOptions {
 
 interface Entry<T> {
   rec: T;
+  /** KV revision; 0 for a job whose state has not been written yet (it is still as submitted). */
   rev: number;
 }
 
@@ -96,7 +99,8 @@ export class Coordinator {
   /** Jobs being assigned right now, and to which worker (counted against its slots until recorded). */
   private readonly inflight = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly outputs = new Map<number, JobOutput>();
+  /** Accepted outputs by job id (a bounded cache: the RESULTS stream holds them all). */
+  private readonly outputs = new Map<string, JobOutput>();
   private subs: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
   private consuming: Promise<void> | undefined;
@@ -177,30 +181,36 @@ export class Coordinator {
     await Promise.allSettled([...this.locks.values()]);
   }
 
-  /** Loads every study and job, finishing any submission a crash cut short. */
+  /** Loads every study and its jobs: each job as submitted, with its stored state laid over it. */
   private async load(): Promise<void> {
     for (const [key, entry] of await loadAll(this.resources.kv.studies)) {
       const parsed = StudyRecord.safeParse(safeJson(entry.value));
       if (parsed.success) this.studies.set(key, { rec: parsed.data, rev: entry.revision });
+      else this.log.error({ study_id: key }, 'study record unreadable; skipped');
     }
-    const specs = await loadAll(this.resources.kv.jobspecs);
-    for (const [key, entry] of await loadAll(this.resources.kv.jobs)) {
-      const spec = specs.get(key);
-      const parsed =
-        spec && JobRecord.safeParse({ ...(safeJson(entry.value) as object), job: safeJson(spec.value) });
-      if (parsed?.success) this.setJob(key, { rec: parsed.data, rev: entry.revision });
-      else this.log.error({ job_id: key }, 'job record unreadable or without its spec; skipped');
-    }
-    for (const { rec } of this.studies.values()) {
-      if (rec.job_ids.every((id) => this.jobs.has(id))) continue;
-      const again = buildSubmission(rec.request, {
-        studyId: rec.study_id,
-        image: rec.image,
-        now: rec.submitted_at,
-        retry: this.retry,
+    const states = await loadAll(this.resources.kv.jobs);
+    for (const [studyId, { rec: study }] of this.studies) {
+      const submitted = await getStudyJobs(this.resources, studyId).catch((e) => {
+        this.log.error({ study_id: studyId, err: (e as Error).message }, 'jobs of study unreadable');
+        return null;
       });
-      for (const job of again.jobs) if (!this.jobs.has(job.job.job_id)) await this.createJob(job);
-      this.log.warn({ study_id: rec.study_id }, 'completed a submission interrupted by a restart');
+      if (!submitted) {
+        // Cannot happen through the coordinator (the jobs are written before the study); someone removed them.
+        this.log.error({ study_id: studyId }, 'study has no stored jobs; skipped');
+        this.studies.delete(studyId);
+        continue;
+      }
+      for (const job of submitted) {
+        const id = job.job.job_id;
+        const state = states.get(id);
+        try {
+          this.setJob(id, { rec: withState(job, state && safeJson(state.value)), rev: state?.revision ?? 0 });
+        } catch {
+          this.log.error({ job_id: id }, 'job state unreadable; skipped');
+        }
+      }
+      if (study.job_ids.some((id) => !this.jobs.has(id)))
+        this.log.error({ study_id: studyId }, 'study is missing jobs');
     }
     // A study whose last job ended just before a crash is closed on the first round.
     for (const id of this.studies.keys()) this.settled.add(id);
@@ -235,6 +245,8 @@ export class Coordinator {
     if (keyId) await this.claimKey(keyId, studyId);
     let rev: number;
     try {
+      // The jobs first: the study record is what makes the submission exist.
+      await putStudyJobs(this.resources, studyId, sub.jobs);
       rev = await this.resources.kv.studies.create(studyId, JSON.stringify(sub.study));
     } catch (e) {
       // Nothing was started: release the key so a retry can submit again.
@@ -242,8 +254,7 @@ export class Coordinator {
       throw e;
     }
     this.studies.set(studyId, { rec: sub.study, rev });
-    // Once the study record exists, a crash here is finished by load() after a restart.
-    await Promise.all(sub.jobs.map((j) => this.createJob(j)));
+    for (const job of sub.jobs) this.setJob(job.job.job_id, { rec: job, rev: 0 });
     this.kick();
     this.log.info(
       { study_id: studyId, name: sub.study.name, epochs: sub.study.epochs, jobs: sub.jobs.length },
@@ -356,7 +367,7 @@ export class Coordinator {
         index += n;
         continue;
       }
-      const output = await this.outputOf(job.result.seq);
+      const output = await this.outputOf(job.job.job_id, job.result);
       job.job.epochs.forEach((e, i) => {
         if (index + i >= offset && rows.length < limit) {
           const r = output.results[i]!.result;
@@ -675,7 +686,7 @@ export class Coordinator {
     const inFlight = new Set<Promise<void>>();
     for await (const m of messages) {
       if (this.stopping) break;
-      const p = this.onResult(m)
+      const p = this.onBatch(m)
         .then(() => m.ack())
         .catch((e) => {
           // Not acknowledged: redelivered after ack_wait, and handling is idempotent.
@@ -688,20 +699,33 @@ export class Coordinator {
     await Promise.allSettled(inFlight);
   }
 
-  private async onResult(m: JsMsg): Promise<void> {
-    let result: JobResult;
+  /**
+   * Handles one batch of results. A batch whose signature does not verify cannot be attributed to the worker it
+   * names, so it changes nothing (its attempts run on to their real result or their lease's end).
+   */
+  private async onBatch(m: JsMsg): Promise<void> {
+    let batch: ResultBatch;
     try {
-      result = decode(m.data, JobResult, 'result');
+      batch = decode(m.data, ResultBatch, 'result batch');
     } catch (e) {
       this.log.warn(
         { seq: m.seq, subject: m.subject, issues: (e as InputError).issues },
-        'malformed result ignored',
+        'malformed result batch ignored',
       );
       return;
     }
+    if (!batchSigned(batch)) {
+      this.log.warn({ seq: m.seq, worker_id: batch.worker_id }, 'result batch with a bad signature ignored');
+      return;
+    }
+    await Promise.all(batch.results.map((r) => this.onResult(m.seq, batch.worker_id, r)));
+    this.kick();
+  }
+
+  private async onResult(seq: number, workerId: string, result: JobResult): Promise<void> {
     if (!this.jobs.has(result.job_id)) return;
     await this.withJob(result.job_id, async (e) => {
-      if (!isCurrentAttempt(e.rec, result.attempt, result.worker_id)) return; // stale or duplicate
+      if (!isCurrentAttempt(e.rec, result.attempt, workerId)) return; // stale or duplicate
       let output: JobOutput | null = null;
       if (result.status === 'ok') output = await this.loadOutput(result).catch(() => null);
       const problem = verifyResult(e.rec.job, result, output);
@@ -711,20 +735,13 @@ export class Coordinator {
       else if (result.status === 'ok') {
         next = accept(
           e.rec,
-          {
-            seq: m.seq,
-            attempt: result.attempt,
-            worker_id: result.worker_id,
-            output_digest: result.output_digest!,
-          },
+          { seq, attempt: result.attempt, worker_id: workerId, output_digest: result.output_digest! },
           now,
         );
-        this.outputs.set(m.seq, output!);
       } else next = endAttempt(e.rec, result.status, result.reason, now, this.retry);
-      if (problem)
-        this.log.warn({ job_id: result.job_id, worker_id: result.worker_id, problem }, 'result rejected');
-      await this.saveJob(result.job_id, e, next);
-      this.kick();
+      if (problem) this.log.warn({ job_id: result.job_id, worker_id: workerId, problem }, 'result rejected');
+      if ((await this.saveJob(result.job_id, e, next)) && output && !problem)
+        this.cacheOutput(result.job_id, output);
     });
   }
 
@@ -736,15 +753,24 @@ export class Coordinator {
     return JobOutputSchema.parse(JSON.parse(decoder.decode(blob)));
   }
 
-  private async outputOf(seq: number): Promise<JobOutput> {
-    const cached = this.outputs.get(seq);
+  /** A done job's output: from the cache, else from its batch in the RESULTS stream. */
+  private async outputOf(jobId: string, accepted: NonNullable<JobRecord['result']>): Promise<JobOutput> {
+    const cached = this.outputs.get(jobId);
     if (cached) return cached;
-    const msg = await this.resources.jsm.streams.getMessage(STREAMS.results, { seq });
-    if (!msg) throw new Error(`result ${seq} is missing from the ${STREAMS.results} stream`);
-    const output = await this.loadOutput(decode(msg.data, JobResult, `result ${seq}`));
-    if (this.outputs.size > 5000) this.outputs.delete(this.outputs.keys().next().value!);
-    this.outputs.set(seq, output);
+    const msg = await this.resources.jsm.streams.getMessage(STREAMS.results, { seq: accepted.seq });
+    if (!msg) throw new Error(`result ${accepted.seq} is missing from the ${STREAMS.results} stream`);
+    const batch = decode(msg.data, ResultBatch, `result batch ${accepted.seq}`);
+    const result = batch.results.find((r) => r.job_id === jobId && r.attempt === accepted.attempt);
+    if (!result)
+      throw new Error(`result batch ${accepted.seq} has no attempt ${accepted.attempt} of ${jobId}`);
+    const output = await this.loadOutput(result);
+    this.cacheOutput(jobId, output);
     return output;
+  }
+
+  private cacheOutput(jobId: string, output: JobOutput): void {
+    if (this.outputs.size >= 5000) this.outputs.delete(this.outputs.keys().next().value!);
+    this.outputs.set(jobId, output);
   }
 
   // ─── state ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -764,26 +790,17 @@ export class Coordinator {
     return next;
   }
 
-  /** Writes the spec, then the state; after a crash between the two, a rebuilt submission writes them again. */
-  private async createJob(rec: JobRecord): Promise<void> {
-    const id = rec.job.job_id;
-    await this.resources.kv.jobspecs.put(id, JSON.stringify(rec.job));
-    let rev: number;
-    try {
-      rev = await this.resources.kv.jobs.create(id, stateJson(rec));
-    } catch {
-      const entry = await this.resources.kv.jobs.get(id);
-      rec = JobRecord.parse({ ...(safeJson(entry!.value) as object), job: rec.job });
-      rev = entry!.revision;
-    }
-    this.setJob(id, { rec, rev });
-  }
-
-  /** Compare-and-set on the job's revision; on a conflict the stored record wins and is reloaded. */
+  /**
+   * Compare-and-set on the job's revision (a job's first write creates its entry, so it fails if another wrote
+   * first); on a conflict the stored record wins and is reloaded.
+   */
   private async saveJob(jobId: string, e: Entry<JobRecord>, next: JobRecord): Promise<boolean> {
     if (next === e.rec) return true;
     try {
-      const rev = await this.resources.kv.jobs.update(jobId, stateJson(next), e.rev);
+      const { jobs } = this.resources.kv;
+      const rev = await (e.rev === 0
+        ? jobs.create(jobId, stateJson(next))
+        : jobs.update(jobId, stateJson(next), e.rev));
       this.setJob(jobId, { rec: next, rev });
       if (next.status !== e.rec.status) this.jobEvent(next);
       return true;
@@ -793,10 +810,7 @@ export class Coordinator {
         'job record changed underneath; reloading',
       );
       const entry = await this.resources.kv.jobs.get(jobId);
-      if (entry) {
-        const rec = JobRecord.parse({ ...(safeJson(entry.value) as object), job: e.rec.job });
-        this.setJob(jobId, { rec, rev: entry.revision });
-      }
+      if (entry) this.setJob(jobId, { rec: withState(e.rec, safeJson(entry.value)), rev: entry.revision });
       return false;
     }
   }
@@ -859,12 +873,6 @@ async function loadAll(kv: KV): Promise<Map<string, { value: Uint8Array; revisio
     }),
   );
   return out;
-}
-
-/** The mutable part of a job record, as KV `jobs` holds it (the spec lives in KV `jobspecs`). */
-function stateJson(rec: JobRecord): string {
-  const { job: _job, ...state } = rec;
-  return JSON.stringify(state);
 }
 
 function safeJson(data: Uint8Array | string): unknown {

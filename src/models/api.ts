@@ -152,24 +152,24 @@ export type AssignReply = z.infer<typeof AssignReply>;
 /** Coordinator → worker: stop an attempt (cancel). */
 export const CancelJob = z.strictObject({ job_id: z.string(), attempt: z.number().int() });
 
-/** The fields a worker signs: the claim "this image, on this input, produced this output". */
+/** What a worker signs for each attempt: "this image, on this input, produced this output" (or none). */
 export const SignedClaim = z.strictObject({
   job_id: z.string(),
+  attempt: z.number().int().min(1),
   image: z.string(),
   input_digest: z.string(),
   output_digest: z.string().nullable(),
 });
 export type SignedClaim = z.infer<typeof SignedClaim>;
 
-/** Worker → RESULTS stream (subject plurigrid.results.<job_id>, Nats-Msg-Id <job_id>.<attempt>). */
+/** How one attempt ended, as its worker reports it (inside a {@link ResultBatch}). */
 export const JobResult = z.strictObject({
   job_id: z.string(),
   study_id: z.string(),
   attempt: z.number().int().min(1),
-  worker_id: z.string(),
   image: z.string(),
   input_digest: z.string(),
-  /** SHA-256 of the canonical JobOutput; null when the attempt produced none. */
+  /** {@link outputDigest} of the JobOutput; null when the attempt produced none. */
   output_digest: z.string().nullable(),
   status: ExecStatus,
   reason: z.string().nullable(),
@@ -182,10 +182,33 @@ export const JobResult = z.strictObject({
   finished_at: z.number(),
   stdout_tail: z.string(),
   stderr_tail: z.string(),
-  /** ed25519 signature (base64) of the canonical SignedClaim, by the worker's key. */
-  signature: z.string(),
 });
 export type JobResult = z.infer<typeof JobResult>;
+
+/**
+ * Worker → RESULTS stream (subject plurigrid.results.<worker_id>, Nats-Msg-Id <batch_id>): the attempts a worker
+ * finished at about the same time, signed once. Under load this turns a message, a signature check and an
+ * acknowledgement per job into one per batch; an idle worker sends batches of one.
+ */
+export const ResultBatch = z.strictObject({
+  batch_id: z.string().min(1),
+  worker_id: z.string(),
+  results: z.array(JobResult).min(1),
+  /** ed25519 signature (base64), by the worker's key, of the canonical JSON of the results' claims in order. */
+  signature: z.string(),
+});
+export type ResultBatch = z.infer<typeof ResultBatch>;
+
+/** The claims a batch's signature covers, in the batch's order. */
+export function claimsOf(results: readonly JobResult[]): SignedClaim[] {
+  return results.map((r) => ({
+    job_id: r.job_id,
+    attempt: r.attempt,
+    image: r.image,
+    input_digest: r.input_digest,
+    output_digest: r.output_digest,
+  }));
+}
 
 /** Lifecycle events on plurigrid.events.> for followers and progress bars. */
 export const JobEvent = z.strictObject({

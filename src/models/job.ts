@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { digestOf } from '../sim/digest.ts';
 import { EpochResult } from './result.ts';
 import { Scenario } from './scenario.ts';
 import { ParamValue } from './study.ts';
@@ -43,6 +44,17 @@ export const JobOutput = z.strictObject({
   results: z.array(z.strictObject({ epoch_id: z.string(), result: EpochResult })),
 });
 export type JobOutput = z.infer<typeof JobOutput>;
+
+/**
+ * The digest a worker signs for an output: SHA-256 of the canonical list of its epochs' ids and digests. Each epoch
+ * digest already covers that epoch's content, so checking an output canonicalises every result once, not twice.
+ */
+export function outputDigest(output: JobOutput): string {
+  return digestOf({
+    job_id: output.job_id,
+    epochs: output.results.map((r) => [r.epoch_id, r.result.digest]),
+  });
+}
 
 /** A unit of scheduling: an image pinned by ID and a batch of epochs sized to amortise container start-up. */
 export const Job = z.strictObject({

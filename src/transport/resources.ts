@@ -5,10 +5,11 @@
  * | ---------------- | ------------ | ------------------------------------------------------------------------- |
  * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result envelopes, deduplicated by Msg-Id    |
  * | `EVENTS`         | stream       | `plurigrid.events.>`: study/job lifecycle events, kept 24 h               |
- * | `jobs`           | KV           | job records (the coordinator's source of truth)                           |
+ * | `jobs`           | KV           | job state, from a job's first transition on (the coordinator's truth)     |
  * | `studies`        | KV           | study records                                                             |
  * | `idempotency`    | KV           | request id → response, for retried API calls                              |
  * | `workers`        | KV (ttl 30s) | last advert per worker; an entry disappears when heartbeats stop          |
+ * | `jobspecs`       | object store | per study, its jobs as queued at submit (written once, before the study)  |
  * | `outputs`        | object store | job outputs larger than {@link LARGE_OUTPUT_BYTES}                        |
  *
  * {@link ensureResources} creates what is missing and updates what differs, and may run concurrently from several
@@ -48,13 +49,12 @@ export const WORKERS_TTL_MS = 30 * 1000;
 export const STREAMS = { results: 'RESULTS', events: 'EVENTS' } as const;
 export const BUCKETS = {
   jobs: 'jobs',
-  jobspecs: 'jobspecs',
   studies: 'studies',
   idempotency: 'idempotency',
   workers: 'workers',
 } as const;
 export type BucketKey = keyof typeof BUCKETS;
-export const OBJECT_STORES = { outputs: 'outputs' } as const;
+export const OBJECT_STORES = { outputs: 'outputs', jobspecs: 'jobspecs' } as const;
 
 type StreamDefinition = Pick<
   StreamConfig,
@@ -110,12 +110,6 @@ export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
     storage: StorageType.File,
     ttl: 0,
   },
-  jobspecs: {
-    description: 'Plurigrid job specs (image, epochs, limits: written once at submit)',
-    history: 1,
-    storage: StorageType.File,
-    ttl: 0,
-  },
   studies: { description: 'Plurigrid study records', history: 1, storage: StorageType.File, ttl: 0 },
   idempotency: {
     description: 'Plurigrid API request ids and their responses',
@@ -136,8 +130,9 @@ export interface Resources {
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
-  kv: { jobs: KV; jobspecs: KV; studies: KV; idempotency: KV; workers: KV };
+  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV };
   outputs: ObjectStore;
+  jobspecs: ObjectStore;
 }
 
 /** A resource exists with a setting that cannot be changed in place (e.g. memory instead of file storage). */
@@ -268,15 +263,21 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
   const objm = new Objm(js);
 
   await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
-  const [jobs, jobspecs, studies, idempotency, workers] = await Promise.all(
-    (['jobs', 'jobspecs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
+  const [jobs, studies, idempotency, workers] = await Promise.all(
+    (['jobs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
       ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
     ),
   );
-  const outputs = await objm.create(OBJECT_STORES.outputs, {
-    description: 'Plurigrid job outputs too large for a result message',
-    storage: StorageType.File,
-  });
+  const [outputs, jobspecs] = await Promise.all([
+    objm.create(OBJECT_STORES.outputs, {
+      description: 'Plurigrid job outputs too large for a result message',
+      storage: StorageType.File,
+    }),
+    objm.create(OBJECT_STORES.jobspecs, {
+      description: 'Plurigrid jobs of each study as queued at submit',
+      storage: StorageType.File,
+    }),
+  ]);
   const [results, events] = await Promise.all([
     js.streams.get(STREAMS.results),
     js.streams.get(STREAMS.events),
@@ -285,7 +286,8 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
     js,
     jsm,
     streams: { results, events },
-    kv: { jobs: jobs!, jobspecs: jobspecs!, studies: studies!, idempotency: idempotency!, workers: workers! },
+    kv: { jobs: jobs!, studies: studies!, idempotency: idempotency!, workers: workers! },
     outputs,
+    jobspecs,
   };
 }

@@ -7,7 +7,7 @@
  * plurigrid.worker.hb.<workerId>      worker heartbeat / advert
  * plurigrid.worker.<workerId>.assign  coordinator → worker assignment (reply = accept/decline)
  * plurigrid.worker.<workerId>.cancel  coordinator → worker: stop an attempt
- * plurigrid.results.<jobId>           worker → RESULTS stream
+ * plurigrid.results.<workerId>        worker → RESULTS stream (signed result batches)
  * plurigrid.events.study.<studyId>    study lifecycle events (EVENTS stream)
  * plurigrid.events.job.<jobId>        job lifecycle events (EVENTS stream)
  * ```
@@ -84,9 +84,9 @@ export const subjects = {
     return `${ROOT}.worker.${checkId('worker id', workerId)}.cancel`;
   },
 
-  /** `plurigrid.results.<jobId>` — a job's results, captured by the RESULTS stream. */
-  results(jobId: string): string {
-    return `${ROOT}.results.${checkId('job id', jobId)}`;
+  /** `plurigrid.results.<workerId>` — a worker's result batches, captured by the RESULTS stream. */
+  results(workerId: string): string {
+    return `${ROOT}.results.${checkId('worker id', workerId)}`;
   },
   /** `plurigrid.results.>` — the RESULTS stream's subjects. */
   resultsAll: `${ROOT}.results.>`,

@@ -1,13 +1,7 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import {
-  type Assignment,
-  AssignRequest,
-  CancelJob,
-  type JobResult,
-  type SignedClaim,
-} from '../models/api.ts';
-import { JobOutput, jobInput } from '../models/job.ts';
+import { type Assignment, AssignRequest, CancelJob, type JobResult } from '../models/api.ts';
+import { JobOutput, jobInput, outputDigest } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
 import { canonicalJson, digestOf } from '../sim/digest.ts';
 import { decode } from '../transport/connect.ts';
@@ -15,6 +9,7 @@ import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
 import type { Identity } from './identity.ts';
+import { ResultBatcher } from './result-batcher.ts';
 
 export interface WorkerConfig {
   name: string;
@@ -43,8 +38,8 @@ const attemptKey = (jobId: string, attempt: number) => `${jobId}#${attempt}`;
 
 /**
  * A provider's worker: advertises capacity in heartbeats, accepts assignments while it has free slots, runs each
- * attempt on its executor, and publishes a signed result to the RESULTS stream with a message id, so a publish
- * retried after a reconnect is stored once.
+ * attempt on its executor, and publishes signed batches of results to the RESULTS stream with a message id, so a
+ * publish retried after a reconnect is stored once.
  */
 export class WorkerAgent {
   private readonly running = new Map<string, Running>();
@@ -60,6 +55,7 @@ export class WorkerAgent {
   private readonly executor: Executor;
   private readonly config: WorkerConfig;
   private readonly log: Logger;
+  private readonly batcher: ResultBatcher;
 
   constructor(deps: {
     nc: NatsConnection;
@@ -75,6 +71,20 @@ export class WorkerAgent {
     this.executor = deps.executor;
     this.config = deps.config;
     this.log = deps.log;
+    this.batcher = new ResultBatcher({
+      workerId: this.identity.workerId,
+      sign: (claims) => this.identity.sign(claims),
+      maxBytes: LARGE_OUTPUT_BYTES,
+      send: (body, msgID) =>
+        retry(
+          () =>
+            this.resources.js
+              .publish(subjects.results(this.identity.workerId), body, { msgID })
+              .then(() => undefined),
+          this.log,
+          'result publish',
+        ),
+    });
   }
 
   get workerId(): string {
@@ -244,30 +254,23 @@ export class WorkerAgent {
       outcome = { ...outcome, reason: running.abortReason };
 
     let results: JobOutput['results'] | null = null;
-    let outputDigest: string | null = null;
+    let digest: string | null = null;
     if (outcome.status === 'ok') {
       const parsed = JobOutput.safeParse(safeJson(outcome.output));
       if (!parsed.success || parsed.data.job_id !== job.job_id) {
         outcome = { ...outcome, status: 'failed', reason: 'the runner wrote no valid output' };
       } else {
         results = parsed.data.results;
-        outputDigest = digestOf(parsed.data);
+        digest = outputDigest(parsed.data);
       }
     }
-    const claim: SignedClaim = {
-      job_id: job.job_id,
-      image: job.image,
-      input_digest: job.input_digest,
-      output_digest: outputDigest,
-    };
     const result: JobResult = {
       job_id: job.job_id,
       study_id: job.study_id,
       attempt,
-      worker_id: this.identity.workerId,
       image: job.image,
       input_digest: job.input_digest,
-      output_digest: outputDigest,
+      output_digest: digest,
       status: outcome.status,
       reason: outcome.reason,
       exit_code: outcome.exit_code,
@@ -278,7 +281,6 @@ export class WorkerAgent {
       finished_at: Date.now(),
       stdout_tail: outcome.stdout_tail,
       stderr_tail: outcome.stderr_tail,
-      signature: this.identity.sign(claim),
     };
     await this.publish(result);
     this.log.info(
@@ -293,11 +295,10 @@ export class WorkerAgent {
     );
   }
 
-  /** Publishes a result, moving big outputs to the object store; retries until the stream has it. */
+  /** Publishes a result in the next signed batch, moving a big output to the object store first. */
   private async publish(result: JobResult): Promise<void> {
-    const msgID = attemptKey(result.job_id, result.attempt);
-    let body = encoder.encode(JSON.stringify(result));
-    if (body.length > LARGE_OUTPUT_BYTES && result.results) {
+    let json = JSON.stringify(result);
+    if (result.results && json.length > LARGE_OUTPUT_BYTES) {
       const name = `${result.job_id}.${result.attempt}`;
       const output = canonicalJson({ job_id: result.job_id, results: result.results });
       await retry(
@@ -305,13 +306,10 @@ export class WorkerAgent {
         this.log,
         'object store put',
       );
-      body = encoder.encode(JSON.stringify({ ...result, results: null, output_object: name }));
+      result = { ...result, results: null, output_object: name };
+      json = JSON.stringify(result);
     }
-    await retry(
-      () => this.resources.js.publish(subjects.results(result.job_id), body, { msgID }),
-      this.log,
-      'result publish',
-    );
+    await this.batcher.add(result, json);
   }
 }
 

@@ -9,7 +9,8 @@ import { canonicalJson } from '../sim/digest.ts';
 /** A worker's ed25519 key, kept in its data dir; the public key (an nkey starting with U) is the worker id. */
 export interface Identity {
   readonly workerId: string;
-  sign(claim: SignedClaim): string;
+  /** Signs a batch's claims (see ResultBatch). */
+  sign(claims: readonly SignedClaim[]): string;
 }
 
 const KEY_FILE = 'worker.nk';
@@ -59,16 +60,16 @@ export function identityFrom(kp: KeyPair): Identity {
   const key = privateKeyOf(kp);
   return {
     workerId: kp.getPublicKey(),
-    sign: (claim) => sign(null, Buffer.from(canonicalJson(claim)), key).toString('base64'),
+    sign: (claims) => sign(null, Buffer.from(canonicalJson(claims)), key).toString('base64'),
   };
 }
 
-/** Checks a claim's signature against the worker id that says it signed it. */
-export function verifyClaim(workerId: string, claim: SignedClaim, signature: string): boolean {
+/** Checks a batch's signature against the worker id that says it signed it. */
+export function verifyClaims(workerId: string, claims: readonly SignedClaim[], signature: string): boolean {
   try {
     return verify(
       null,
-      Buffer.from(canonicalJson(claim)),
+      Buffer.from(canonicalJson(claims)),
       publicKeyOf(workerId),
       Buffer.from(signature, 'base64'),
     );

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { getStudyJobs, withState } from '../../src/coordinator/job-store.ts';
 import { InputError } from '../../src/models/errors.ts';
-import { JobRecord } from '../../src/models/job-record.ts';
+import type { JobRecord } from '../../src/models/job-record.ts';
 import { Scenario } from '../../src/models/scenario.ts';
 import { Study } from '../../src/models/study.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
@@ -14,16 +15,16 @@ afterEach(async () => {
   cluster = undefined;
 });
 
+/** A study's job records as stored: each job as submitted, with its KV state laid over it. */
 async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
-  const { kv } = await ensureResources(c.nc);
-  const out: JobRecord[] = [];
-  for await (const key of await kv.jobs.keys()) {
-    if (!key.startsWith(studyId)) continue;
-    const state = await kv.jobs.get(key);
-    const spec = await kv.jobspecs.get(key);
-    out.push(JobRecord.parse({ ...state!.json<object>(), job: spec!.json() }));
-  }
-  return out;
+  const resources = await ensureResources(c.nc);
+  const submitted = await getStudyJobs(resources, studyId);
+  return Promise.all(
+    submitted!.map(async (job) => {
+      const state = await resources.kv.jobs.get(job.job.job_id);
+      return withState(job, state?.json());
+    }),
+  );
 }
 
 /** Waits until a worker reports running an attempt (not merely assigned: the request may still be in flight). */
@@ -254,9 +255,10 @@ describe('control', () => {
     const [job] = await jobRecords(cluster, submitted.study_id);
     const { jsm } = await ensureResources(cluster.nc);
     const stored = await jsm.streams.getMessage('RESULTS', { seq: job!.result!.seq });
-    const envelope = stored!.json<{ results: unknown; output_object: string | null }>();
-    expect(envelope.results).toBeNull();
-    expect(envelope.output_object).toBe(`${job!.job.job_id}.1`);
+    const batch = stored!.json<{ results: { results: unknown; output_object: string | null }[] }>();
+    expect(batch.results).toHaveLength(1);
+    expect(batch.results[0]!.results).toBeNull();
+    expect(batch.results[0]!.output_object).toBe(`${job!.job.job_id}.1`);
     const { rows } = await cluster.api.allResults(submitted.study_id);
     expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
   }, 60_000);
