@@ -1,10 +1,13 @@
 // Dispatch benchmark, in one run on this machine:
 //  (a) raw JetStream publish → consume round trips per second (file storage, as RESULTS): the ceiling;
 //  (b) end-to-end trivial jobs per second through the coordinator and two process-executor workers
-//      (submit → result recorded), with p50/p99 latency;
+//      (submit → result recorded), with the CPU each process spent per job, and p50/p99 latency of one job at a
+//      time on an idle system. Run twice: with workers that take up to 64 jobs each (a prefetch queue in front of
+//      one warm runner), and with 8, to show what batching across the pipeline is worth;
 //  (c) Docker executor: per-container overhead and efficiency (epoch time measured inside the container / the
 //      job's wall time, container create → removed) for ~1-second epochs batched per job.
-// Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 2000).
+// Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 10000),
+// BENCH_DOCKER=0 skips (c).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -16,7 +19,7 @@ import { pino } from 'pino';
 import { ApiClient } from '../src/coordinator/client.ts';
 import { Coordinator } from '../src/coordinator/coordinator.ts';
 import { serveApi } from '../src/coordinator/service.ts';
-import type { JobEvent } from '../src/models/api.ts';
+import type { JobEvents } from '../src/models/api.ts';
 import { Scenario } from '../src/models/scenario.ts';
 import { connectNats } from '../src/transport/connect.ts';
 import { startEmbeddedNats } from '../src/transport/nats-server.ts';
@@ -26,7 +29,7 @@ import { createDockerExecutor, dockerAvailable } from '../src/worker/executors/d
 import { buildImages } from '../src/worker/images.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const JOBS = Number(process.env.BENCH_JOBS ?? 4000);
+const JOBS = Number(process.env.BENCH_JOBS ?? 10_000);
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
@@ -107,7 +110,13 @@ function cpuByRole(): Record<string, number> {
   return out;
 }
 
-function spawnWorker(name: string, url: string, dataDir: string, slots: number): Promise<ChildProcess> {
+function spawnWorker(
+  name: string,
+  url: string,
+  dataDir: string,
+  slots: number,
+  runners: number,
+): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
     [
@@ -124,7 +133,7 @@ function spawnWorker(name: string, url: string, dataDir: string, slots: number):
       '--slots',
       String(slots),
       '--runners',
-      process.env.BENCH_RUNNERS ?? '2',
+      String(runners),
       '--log-level',
       'error',
     ],
@@ -139,7 +148,15 @@ function spawnWorker(name: string, url: string, dataDir: string, slots: number):
   });
 }
 
-async function endToEnd(url: string, dataDir: string) {
+/**
+ * (b) with workers of `slots` slots and `runners` warm runners each. One runner per worker: the two of them then
+ * match this machine's two cores, and more only adds context switches.
+ */
+async function endToEnd(
+  url: string,
+  dataDir: string,
+  { slots, runners, latency }: { slots: number; runners: number; latency: boolean },
+) {
   const nc = await connectNats({ url, name: 'bench-coordinator' });
   const resources = await ensureResources(nc);
   const coordinator = new Coordinator(nc, resources, {
@@ -148,10 +165,9 @@ async function endToEnd(url: string, dataDir: string) {
   });
   await coordinator.start();
   const service = await serveApi(nc, coordinator, '0.0.0');
-  const slots = Number(process.env.BENCH_SLOTS ?? 8);
   const workers = await Promise.all([
-    spawnWorker('bench-1', url, dataDir, slots),
-    spawnWorker('bench-2', url, dataDir, slots),
+    spawnWorker(`bench-${slots}-1`, url, dataDir, slots, runners),
+    spawnWorker(`bench-${slots}-2`, url, dataDir, slots, runners),
   ]);
   while (coordinator.workerList().length < 2) await new Promise((r) => setTimeout(r, 50));
 
@@ -167,8 +183,8 @@ async function endToEnd(url: string, dataDir: string) {
   const sub = client.subscribe(subjects.jobEventsAll, {
     // The measuring side stays light (it shares the coordinator's process): a plain parse, no schema.
     callback: (_e, m) => {
-      const ev = m.json<Pick<JobEvent, 'job_id' | 'status'>>();
-      if (ev.status === 'done') done.set(ev.job_id, performance.now());
+      const now = performance.now();
+      for (const ev of m.json<JobEvents>().events) if (ev.status === 'done') done.set(ev.job_id, now);
     },
   });
   await client.flush();
@@ -193,7 +209,7 @@ async function endToEnd(url: string, dataDir: string) {
   const status = await api.status(reply.study_id);
   // Latency on an idle system: one job at a time, submit → result recorded (its `done` event).
   const latencies: number[] = [];
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < (latency ? 200 : 0); i++) {
     const t0 = performance.now();
     const one = await api.submit({ scenario: { ...trivial, seed: 10_000 + i } });
     const jobId = `${one.study_id}-00000`;
@@ -210,6 +226,7 @@ async function endToEnd(url: string, dataDir: string) {
   return {
     jobs: reply.jobs,
     slots_per_worker: slots,
+    runners_per_worker: runners,
     state: status.state,
     submit_ms: accepted - submitted,
     per_s: reply.jobs / ((finished - submitted) / 1000),
@@ -217,9 +234,9 @@ async function endToEnd(url: string, dataDir: string) {
     cpu_ms_per_job,
     /** Of the batch: time from submitting it to each job's result (dominated by queueing). */
     batch_p50_ms: quantile(queued, 0.5),
-    /** One job at a time on an idle system: submit → result recorded. */
-    p50_ms: quantile(latencies, 0.5),
-    p99_ms: quantile(latencies, 0.99),
+    /** One job at a time on an idle system: submit → result recorded (measured when `latency`). */
+    p50_ms: latency ? quantile(latencies, 0.5) : null,
+    p99_ms: latency ? quantile(latencies, 0.99) : null,
   };
 }
 
@@ -262,43 +279,53 @@ async function dockerEfficiency() {
   return rows;
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-bench-'));
-const server = await startEmbeddedNats({ dataDir });
-try {
-  const raw = await rawJetStream(server.url);
-  const e2e = await endToEnd(server.url, dataDir);
-  const docker = await dockerEfficiency();
-
-  const t = new Table({ head: ['measure', 'value'] });
-  t.push([
-    '(a) JetStream publish→consume',
-    `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms)`,
-  ]);
-  t.push([
-    `(b) trivial jobs end to end (${e2e.jobs} jobs, 2 workers × ${e2e.slots_per_worker} slots)`,
-    `${e2e.per_s.toFixed(0)} jobs/s = ${((100 * e2e.per_s) / raw.per_s).toFixed(1)} % of (a); one at a time: p50 ${e2e.p50_ms.toFixed(1)} ms, p99 ${e2e.p99_ms.toFixed(1)} ms`,
-  ]);
-  t.push([
-    '(b) CPU per job, by process',
-    Object.entries(e2e.cpu_ms_per_job)
-      .map(([role, ms]) => `${role} ${ms.toFixed(2)} ms`)
-      .join(', '),
-  ]);
-  for (const d of docker ?? []) {
-    t.push([
-      `(c) docker, ${d.epochs_per_job} × ${d.epoch_s.toFixed(2)} s epochs per job`,
-      `wall ${d.wall_s.toFixed(2)} s, overhead ${d.overhead_s.toFixed(2)} s, efficiency ${(100 * d.efficiency).toFixed(1)} %`,
-    ]);
+/** Runs `fn` against a fresh embedded nats-server with its own store, so no phase sees another's state. */
+async function withServer<T>(fn: (url: string, dataDir: string) => Promise<T>): Promise<T> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-bench-'));
+  const server = await startEmbeddedNats({ dataDir });
+  try {
+    return await fn(server.url, dataDir);
+  } finally {
+    await server.stop();
   }
-  if (!docker) t.push(['(c) docker', 'skipped: no Docker engine reachable']);
-  console.log(t.toString());
-  const out = new URL('./results/dispatch.json', import.meta.url);
-  writeFileSync(
-    out,
-    `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, docker }, null, 2)}\n`,
-  );
-  console.log('wrote bench/results/dispatch.json');
-} finally {
-  await server.stop();
 }
+
+const raw = await withServer((url) => rawJetStream(url));
+const e2e = await withServer((url, dir) => endToEnd(url, dir, { slots: 64, runners: 1, latency: true }));
+const shallow = await withServer((url, dir) => endToEnd(url, dir, { slots: 8, runners: 1, latency: false }));
+const docker = await dockerEfficiency();
+
+const t = new Table({ head: ['measure', 'value'] });
+t.push([
+  '(a) JetStream publish→consume',
+  `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms)`,
+]);
+for (const run of [e2e, shallow]) {
+  t.push([
+    `(b) trivial jobs end to end (${run.jobs} jobs, 2 workers × ${run.slots_per_worker} slots)`,
+    `${run.per_s.toFixed(0)} jobs/s = ${((100 * run.per_s) / raw.per_s).toFixed(1)} % of (a); CPU per job: ${Object.entries(
+      run.cpu_ms_per_job,
+    )
+      .map(([role, ms]) => `${role} ${ms.toFixed(2)} ms`)
+      .join(', ')}`,
+  ]);
+}
+t.push([
+  '(b) one job at a time, submit → result recorded',
+  `p50 ${e2e.p50_ms?.toFixed(1)} ms, p99 ${e2e.p99_ms?.toFixed(1)} ms`,
+]);
+for (const d of docker ?? []) {
+  t.push([
+    `(c) docker, ${d.epochs_per_job} × ${d.epoch_s.toFixed(2)} s epochs per job`,
+    `wall ${d.wall_s.toFixed(2)} s, overhead ${d.overhead_s.toFixed(2)} s, efficiency ${(100 * d.efficiency).toFixed(1)} %`,
+  ]);
+}
+if (!docker) t.push(['(c) docker', 'skipped: no Docker engine reachable']);
+console.log(t.toString());
+const out = new URL('./results/dispatch.json', import.meta.url);
+writeFileSync(
+  out,
+  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, docker }, null, 2)}\n`,
+);
+console.log('wrote bench/results/dispatch.json');
 process.exit(0);

@@ -7,6 +7,8 @@ import {
   type Assignment,
   AssignReply,
   type AssignRequest,
+  type JobEvent,
+  type JobEvents,
   type JobResult,
   ResultBatch,
   type ResultRow,
@@ -114,6 +116,8 @@ export class Coordinator {
   private queueDirty = false;
   /** Per study, jobs not yet terminal; studies whose count may have reached zero. */
   private readonly live = new Map<string, number>();
+  /** Job transitions not yet published, by study. */
+  private readonly pendingEvents = new Map<string, JobEvent[]>();
   private readonly settled = new Set<string>();
   private lastExpirySweep = 0;
   /** Assigned attempts missing from their worker's adverts, since when (coordinator clock). */
@@ -179,6 +183,7 @@ export class Coordinator {
     this.messages?.stop();
     await this.consuming;
     await Promise.allSettled([...this.locks.values()]);
+    this.flushEvents();
   }
 
   /** Loads every study and its jobs: each job as submitted, with its stored state laid over it. */
@@ -610,6 +615,8 @@ export class Coordinator {
       const assignments: Assignment[] = leased
         .filter((r): r is JobRecord => r !== undefined)
         .map((r) => ({ job: r.job, attempt: r.attempt, lease_until: r.lease_until! }));
+      this.flushEvents(); // in the same socket write as the request
+
       for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
         const declined = new Map<string, string>();
         try {
@@ -684,18 +691,43 @@ export class Coordinator {
     const messages = await consumer.consume({ max_messages: 500 });
     this.messages = messages;
     const inFlight = new Set<Promise<void>>();
+    let unacked = 0;
+    // Messages are handled a turn of the event loop at a time, and acknowledged together once their transitions are
+    // stored: the writes they cause then leave in a few socket writes rather than several each, and on a small
+    // virtual machine a socket write costs more CPU than checking a result.
+    const handle = async (batch: JsMsg[]) => {
+      const handled = await Promise.allSettled(batch.map((m) => this.onBatch(m)));
+      this.flushEvents();
+      handled.forEach((h, i) => {
+        const m = batch[i]!;
+        // Not acknowledged: redelivered after ack_wait, and handling is idempotent.
+        if (h.status === 'fulfilled') m.ack();
+        else this.log.error({ err: (h.reason as Error).message, seq: m.seq }, 'result not processed');
+      });
+    };
+    let inbox: JsMsg[] = [];
+    const flushInbox = () => {
+      const batch = inbox;
+      inbox = [];
+      const p = handle(batch)
+        .catch((e) => this.log.error({ err: (e as Error).message }, 'result acknowledgements failed'))
+        .finally(() => {
+          unacked -= batch.length;
+          inFlight.delete(p);
+        });
+      inFlight.add(p);
+    };
     for await (const m of messages) {
       if (this.stopping) break;
-      const p = this.onBatch(m)
-        .then(() => m.ack())
-        .catch((e) => {
-          // Not acknowledged: redelivered after ack_wait, and handling is idempotent.
-          this.log.error({ err: (e as Error).message, seq: m.seq }, 'result not processed');
-        })
-        .finally(() => inFlight.delete(p));
-      inFlight.add(p);
-      if (inFlight.size >= 256) await Promise.race(inFlight);
+      inbox.push(m);
+      unacked++;
+      if (inbox.length === 1) setImmediate(() => inbox.length > 0 && flushInbox());
+      if (unacked >= 256) {
+        if (inbox.length > 0) flushInbox();
+        await Promise.race(inFlight);
+      }
     }
+    if (inbox.length > 0) flushInbox();
     await Promise.allSettled(inFlight);
   }
 
@@ -827,9 +859,9 @@ export class Coordinator {
     }
   }
 
+  /** Queues a job's transition; the transitions of one turn of the event loop go out as one message per study. */
   private jobEvent(rec: JobRecord): void {
-    const ev = {
-      study_id: rec.job.study_id,
+    const ev: JobEvent = {
       job_id: rec.job.job_id,
       status: rec.status,
       attempt: rec.attempt,
@@ -838,7 +870,21 @@ export class Coordinator {
       reason: rec.history.at(-1)?.reason ?? null,
       at: Date.now(),
     };
-    this.nc.publish(subjects.jobEvents(rec.job.job_id), JSON.stringify(ev));
+    // Flushed with the writes of the batch that caused them (see flushEvents calls), else on the next turn.
+    if (this.pendingEvents.size === 0) setImmediate(() => this.flushEvents());
+    const list = this.pendingEvents.get(rec.job.study_id);
+    if (list) list.push(ev);
+    else this.pendingEvents.set(rec.job.study_id, [ev]);
+  }
+
+  private flushEvents(): void {
+    for (const [studyId, events] of this.pendingEvents) {
+      this.nc.publish(
+        subjects.jobEvents(studyId),
+        JSON.stringify({ study_id: studyId, events } satisfies JobEvents),
+      );
+    }
+    this.pendingEvents.clear();
   }
 
   private event(studyId: string, body: Record<string, unknown>): void {

@@ -210,9 +210,8 @@ export function claimsOf(results: readonly JobResult[]): SignedClaim[] {
   }));
 }
 
-/** Lifecycle events on plurigrid.events.> for followers and progress bars. */
+/** One job's transition, as followers and progress bars see it. */
 export const JobEvent = z.strictObject({
-  study_id: z.string(),
   job_id: z.string(),
   status: JobStatus,
   attempt: z.number().int(),
@@ -222,3 +221,10 @@ export const JobEvent = z.strictObject({
   at: z.number(),
 });
 export type JobEvent = z.infer<typeof JobEvent>;
+
+/**
+ * Coordinator → plurigrid.events.jobs.<study_id> (EVENTS stream): a study's job transitions stored at about the same
+ * time, in order, one message for all of them.
+ */
+export const JobEvents = z.strictObject({ study_id: z.string(), events: z.array(JobEvent).min(1) });
+export type JobEvents = z.infer<typeof JobEvents>;

@@ -9,7 +9,7 @@
  * plurigrid.worker.<workerId>.cancel  coordinator → worker: stop an attempt
  * plurigrid.results.<workerId>        worker → RESULTS stream (signed result batches)
  * plurigrid.events.study.<studyId>    study lifecycle events (EVENTS stream)
- * plurigrid.events.job.<jobId>        job lifecycle events (EVENTS stream)
+ * plurigrid.events.jobs.<studyId>     a study's job transitions, batched (EVENTS stream)
  * ```
  */
 
@@ -95,14 +95,14 @@ export const subjects = {
   studyEvents(studyId: string): string {
     return `${ROOT}.events.study.${checkId('study id', studyId)}`;
   },
-  /** `plurigrid.events.job.<jobId>` — one job's lifecycle events. */
-  jobEvents(jobId: string): string {
-    return `${ROOT}.events.job.${checkId('job id', jobId)}`;
+  /** `plurigrid.events.jobs.<studyId>` — a study's job transitions, batched (JobEvents). */
+  jobEvents(studyId: string): string {
+    return `${ROOT}.events.jobs.${checkId('study id', studyId)}`;
   },
   /** `plurigrid.events.study.*` — every study's events. */
   studyEventsAll: `${ROOT}.events.study.*`,
-  /** `plurigrid.events.job.*` — every job's events. */
-  jobEventsAll: `${ROOT}.events.job.*`,
+  /** `plurigrid.events.jobs.*` — every study's job transitions. */
+  jobEventsAll: `${ROOT}.events.jobs.*`,
   /** `plurigrid.events.>` — the EVENTS stream's subjects. */
   eventsAll: `${ROOT}.events.>`,
 } as const;

@@ -127,7 +127,7 @@ describe('subjects', () => {
     expect(subjects.cancel('w1')).toBe('plurigrid.worker.w1.cancel');
     expect(subjects.results('job-1')).toBe('plurigrid.results.job-1');
     expect(subjects.studyEvents('s1')).toBe('plurigrid.events.study.s1');
-    expect(subjects.jobEvents('j1')).toBe('plurigrid.events.job.j1');
+    expect(subjects.jobEvents('s1')).toBe('plurigrid.events.jobs.s1');
     for (const bad of ['a.b', 'a*', '>', 'a b', '', 'tab\t']) {
       expect(() => subjects.results(bad)).toThrow(SubjectIdError);
     }
