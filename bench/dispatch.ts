@@ -26,6 +26,7 @@ import { startEmbeddedNats } from '../src/transport/nats-server.ts';
 import { ensureResources } from '../src/transport/resources.ts';
 import { subjects } from '../src/transport/subjects.ts';
 import { createDockerExecutor, dockerAvailable } from '../src/worker/executors/docker.ts';
+import { createWarmProcessExecutor } from '../src/worker/executors/process-pool.ts';
 import { buildImages } from '../src/worker/images.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -35,6 +36,17 @@ const quantile = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
 };
 const example = JSON.parse(readFileSync(join(root, 'examples', 'suburb-summer.json'), 'utf8'));
+
+/** One household, 24 hourly intervals, no feeder: an epoch that costs next to nothing to run. */
+function trivialScenario() {
+  const trivial = {
+    ...example,
+    community: { ...example.community, size: 1 },
+    time: { interval_minutes: 60, days: 1 },
+  };
+  delete trivial.feeder;
+  return trivial;
+}
 
 async function rawJetStream(url: string) {
   const nc = await connectNats({ url, name: 'bench-raw' });
@@ -173,12 +185,7 @@ async function endToEnd(
 
   const client = await connectNats({ url, name: 'bench-client' });
   const api = new ApiClient(client, 60_000);
-  const trivial = {
-    ...example,
-    community: { ...example.community, size: 1 },
-    time: { interval_minutes: 60, days: 1 },
-  };
-  delete trivial.feeder;
+  const trivial = trivialScenario();
   const done = new Map<string, number>();
   const sub = client.subscribe(subjects.jobEventsAll, {
     // The measuring side stays light (it shares the coordinator's process): a plain parse, no schema.
@@ -240,6 +247,46 @@ async function endToEnd(
   };
 }
 
+/**
+ * The floor under (b): the same trivial jobs through the process executor alone — two warm runners, as in (b), and
+ * no NATS, coordinator or verification — so the executor's own cost per job is known.
+ */
+async function executorCeiling(jobs: number) {
+  const executor = createWarmProcessExecutor({ prewarm: 2, maxRunners: 2 });
+  const scenario = Scenario.parse(trivialScenario());
+  const request = (i: number) => ({
+    job_id: `ceiling-${i}`,
+    image: 'plurigrid/grid-epoch:bench',
+    input: {
+      job_id: `ceiling-${i}`,
+      epochs: [{ epoch_id: '0000000000000000', scenario: { ...scenario, seed: i } }],
+    },
+    limits: { memory_mb: 512, cpus: 1, pids: 64, timeout_s: 60 },
+  });
+  for (let i = 0; i < 500; i++) await executor.run(request(i)); // warm-up, as (b)'s runners are by then
+  const cpuBefore = cpuByRole();
+  const start = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < jobs) {
+        const out = await executor.run(request(next++));
+        if (out.status !== 'ok') throw new Error(`ceiling job failed: ${out.reason}`);
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  const cpuAfter = cpuByRole();
+  await executor.close();
+  return {
+    jobs,
+    per_s: jobs / seconds,
+    cpu_ms_per_job: Object.fromEntries(
+      Object.entries(cpuAfter).map(([role, ms]) => [role, (ms - (cpuBefore[role] ?? 0)) / jobs]),
+    ),
+  };
+}
+
 async function dockerEfficiency() {
   if (process.env.BENCH_DOCKER === '0' || !(await dockerAvailable())) return null;
   const image = (await buildImages()).gridEpoch;
@@ -293,6 +340,7 @@ async function withServer<T>(fn: (url: string, dataDir: string) => Promise<T>): 
 const raw = await withServer((url) => rawJetStream(url));
 const e2e = await withServer((url, dir) => endToEnd(url, dir, { slots: 64, runners: 1, latency: true }));
 const shallow = await withServer((url, dir) => endToEnd(url, dir, { slots: 8, runners: 1, latency: false }));
+const ceiling = await executorCeiling(JOBS);
 const docker = await dockerEfficiency();
 
 const t = new Table({ head: ['measure', 'value'] });
@@ -311,6 +359,14 @@ for (const run of [e2e, shallow]) {
   ]);
 }
 t.push([
+  '(b) floor: the process executor alone (2 warm runners, no NATS)',
+  `${ceiling.per_s.toFixed(0)} jobs/s = ${((100 * ceiling.per_s) / raw.per_s).toFixed(1)} % of (a); CPU per job: ${Object.entries(
+    ceiling.cpu_ms_per_job,
+  )
+    .map(([role, ms]) => `${role === 'coordinator+bench' ? 'pool' : role} ${ms.toFixed(2)} ms`)
+    .join(', ')}`,
+]);
+t.push([
   '(b) one job at a time, submit → result recorded',
   `p50 ${e2e.p50_ms?.toFixed(1)} ms, p99 ${e2e.p99_ms?.toFixed(1)} ms`,
 ]);
@@ -325,7 +381,7 @@ console.log(t.toString());
 const out = new URL('./results/dispatch.json', import.meta.url);
 writeFileSync(
   out,
-  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, docker }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, executor_alone: ceiling, docker }, null, 2)}\n`,
 );
 console.log('wrote bench/results/dispatch.json');
 process.exit(0);

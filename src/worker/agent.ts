@@ -75,6 +75,8 @@ export class WorkerAgent {
       workerId: this.identity.workerId,
       sign: (claims) => this.identity.sign(claims),
       maxBytes: LARGE_OUTPUT_BYTES,
+      // With other attempts about to finish, a result may wait up to 2 ms to share their message and signature.
+      linger: () => (this.running.size > 1 ? 2 : 0),
       send: (body, msgID) =>
         retry(
           () =>

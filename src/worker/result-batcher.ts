@@ -9,6 +9,11 @@ export interface ResultBatcherOptions {
   /** A batch is sent before its results' JSON would pass this size. */
   maxBytes: number;
   maxResults?: number;
+  /**
+   * How long a new batch may wait for company when nothing is being stored (ms; 0 = the end of this turn). A busy
+   * worker can afford a millisecond or two for fewer, larger batches; an idle one should not wait.
+   */
+  linger?: () => number;
 }
 
 interface Pending {
@@ -42,8 +47,15 @@ export class ResultBatcher {
     if (this.pending && this.pending.bytes + json.length > this.opts.maxBytes) this.flush();
     if (!this.pending) {
       this.pending = { json: [], results: [], bytes: 0, waiters: [] };
-      // Results finishing in this turn of the event loop go together; after that, the next ack sends them.
-      if (this.sending === 0) setImmediate(() => this.sending === 0 && this.flush());
+      // Results finishing in this turn of the event loop (or the linger) go together; after that, the next ack
+      // sends them.
+      if (this.sending === 0) {
+        const wait = this.opts.linger?.() ?? 0;
+        const batchOf = this.pending;
+        const flushIfIdle = () => this.sending === 0 && this.pending === batchOf && this.flush();
+        if (wait > 0) setTimeout(flushIfIdle, wait);
+        else setImmediate(flushIfIdle);
+      }
     }
     const batch = this.pending;
     batch.json.push(json);
