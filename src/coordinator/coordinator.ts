@@ -40,7 +40,7 @@ import {
   workersToAvoid,
 } from './job-state.ts';
 import { getStudyJobs, putStudyJobs, stateJson, withState } from './job-store.ts';
-import { type PendingJob, place, type WorkerView } from './placement.ts';
+import { fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
 import { studyState, summarise } from './status.ts';
 import { batchSigned, verifyResult } from './verify.ts';
 
@@ -478,7 +478,9 @@ export class Coordinator {
     let free = 0;
     for (const w of this.workers.values()) {
       if (this.isLost(w, now)) continue;
-      const slotsFree = w.ad.draining ? 0 : Math.max(0, w.ad.slots - (busy.get(w.ad.worker_id) ?? 0));
+      const slotsFree = w.ad.draining
+        ? 0
+        : fillableSlots(w.ad.slots, Math.max(0, w.ad.slots - (busy.get(w.ad.worker_id) ?? 0)));
       free += slotsFree;
       views.push({
         worker_id: w.ad.worker_id,

@@ -34,6 +34,15 @@ export interface Placement {
   worker_id: string;
 }
 
+/**
+ * The slots of a worker worth filling now. A worker with many slots is a queue in front of its executors: topping it
+ * up one job at a time, as each result comes back, costs a request and its answer per job, so it is topped up once
+ * an eighth of its slots is free — it still holds the other seven eighths, so it never runs dry waiting.
+ */
+export function fillableSlots(slots: number, free: number): number {
+  return free >= Math.max(1, Math.floor(slots / 8)) ? free : 0;
+}
+
 /** Why a worker cannot take a job, or undefined when it can. */
 export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   if (w.draining) return 'draining';

@@ -13,7 +13,7 @@ import {
   workersToAvoid,
 } from '../../src/coordinator/job-state.ts';
 import { DEFAULT_PACK, packEpochs } from '../../src/coordinator/pack.ts';
-import { type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
+import { fillableSlots, type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
 import { Job, ResourceLimits } from '../../src/models/job.ts';
 import { Study } from '../../src/models/study.ts';
 import { expandStudy } from '../../src/study/expand.ts';
@@ -141,6 +141,22 @@ const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
 });
 
 describe('placement', () => {
+  it('tops a worker up once an eighth of its slots is free, and a small worker at every free slot', () => {
+    expect(fillableSlots(64, 7)).toBe(0);
+    expect(fillableSlots(64, 8)).toBe(8);
+    expect(fillableSlots(64, 64)).toBe(64);
+    for (const slots of [1, 2, 4, 8, 15]) expect(fillableSlots(slots, 1)).toBe(1);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1024 }), fc.integer({ min: 0, max: 1024 }), (slots, f) => {
+        const free = Math.min(slots, f);
+        const n = fillableSlots(slots, free);
+        // All or nothing, never more than is free, and never nothing when at least an eighth is free.
+        expect(n === 0 || n === free).toBe(true);
+        if (free * 8 >= slots && free > 0) expect(n).toBe(free);
+      }),
+    );
+  });
+
   it('never overfills a worker and places by priority, then age', () => {
     const jobs = [
       pending('old', { enqueued_at: 1 }),
