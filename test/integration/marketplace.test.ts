@@ -1,12 +1,22 @@
+import { createUser } from '@nats-io/nkeys';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getStudyJobs, withState } from '../../src/coordinator/job-store.ts';
+import { claimsOf, type JobResult } from '../../src/models/api.ts';
 import { InputError } from '../../src/models/errors.ts';
 import type { JobRecord } from '../../src/models/job-record.ts';
 import { Scenario } from '../../src/models/scenario.ts';
 import { Study } from '../../src/models/study.ts';
+import { digestOf } from '../../src/sim/digest.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { expandStudy } from '../../src/study/expand.ts';
+import { connectNats } from '../../src/transport/connect.ts';
 import { ensureResources } from '../../src/transport/resources.ts';
+import { subjects } from '../../src/transport/subjects.ts';
+import { WorkerAgent } from '../../src/worker/agent.ts';
+import { runJob } from '../../src/worker/epoch-runner.ts';
+import type { Executor } from '../../src/worker/executors/types.ts';
+import { identityFrom } from '../../src/worker/identity.ts';
 import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;
@@ -25,6 +35,62 @@ async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
       return withState(job, state?.json());
     }),
   );
+}
+
+/**
+ * A provider that cheats: it runs each job for real, then lowers the first epoch's reported load before handing the
+ * output over, leaving the epoch's digest as computed — a result it signs with its own, valid key.
+ */
+async function startCheater(c: Cluster): Promise<{ id: string; stop(): Promise<void> }> {
+  const executor: Executor = {
+    kind: 'process',
+    async run(req) {
+      const out = runJob(req.input);
+      const first = out.results[0]!;
+      const metrics = { ...first.result.metrics, load_kwh: first.result.metrics.load_kwh / 2 };
+      out.results[0] = { ...first, result: { ...first.result, metrics } };
+      return {
+        status: 'ok',
+        reason: null,
+        exit_code: 0,
+        output: JSON.stringify(out),
+        usage: { wall_ms: 1, cpu_ms: 1, max_memory_mb: null },
+        stdout_tail: '',
+        stderr_tail: '',
+      };
+    },
+    cachedImages: async () => [],
+    close: async () => {},
+  };
+  const nc = await connectNats({ url: c.nats.url, name: 'cheater' });
+  const agent = new WorkerAgent({
+    nc,
+    resources: await ensureResources(nc),
+    identity: identityFrom(createUser()),
+    executor,
+    log: pino({ level: 'silent' }),
+    config: {
+      name: 'cheater',
+      slots: 4,
+      cpus: 2,
+      memory_mb: 4096,
+      gpus: 0,
+      labels: {},
+      price_per_cpu_s: 0,
+      offpeak: [],
+      heartbeatMs: 200,
+      version: 'test',
+    },
+  });
+  await agent.start();
+  let stopped: Promise<void> | undefined;
+  return {
+    id: agent.workerId,
+    stop: () => {
+      stopped ??= agent.stop(0).then(() => nc.close());
+      return stopped;
+    },
+  };
 }
 
 /** Waits until a worker reports running an attempt (not merely assigned: the request may still be in flight). */
@@ -245,6 +311,83 @@ describe('control', () => {
       expect.objectContaining({ ended: 'cancelled', reason: 'worker draining: handed back' }),
     ]);
     expect(job!.attempt).toBe(2);
+  }, 60_000);
+
+  it('a provider that alters its results is caught by their digests; its jobs finish on an honest worker', async () => {
+    cluster = await Cluster.up({});
+    const cheater = await startCheater(cluster);
+    try {
+      await cluster.waitForWorkers(1);
+      const req = { ...smallStudy(2, ['none']), max_attempts: 6 };
+      const submitted = await cluster.submit(req);
+      await until(
+        async () => (await jobRecords(cluster!, submitted.study_id)).some((j) => j.history.length > 0),
+        15_000,
+        'a cheated attempt to be rejected',
+      );
+      await cheater.stop();
+      await cluster.startWorker('honest');
+      expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
+      await expectExactResults(cluster, submitted.study_id, req);
+      const rejected = (await jobRecords(cluster, submitted.study_id)).flatMap((j) => j.history);
+      expect(rejected.length).toBeGreaterThan(0);
+      // Every attempt the cheater finished was rejected (one it was still running when stopped was handed back).
+      const cheated = rejected.filter((h) => h.ended === 'rejected');
+      expect(cheated.length).toBeGreaterThan(0);
+      for (const h of cheated) {
+        expect(h.worker_id).toBe(cheater.id);
+        expect(h.reason).toMatch(/result digest does not match its content/);
+      }
+      expect(rejected.every((h) => h.worker_id === cheater.id)).toBe(true);
+    } finally {
+      await cheater.stop();
+    }
+  }, 60_000);
+
+  it('a result batch signed by another key than the worker it names changes nothing', async () => {
+    cluster = await Cluster.up({ a: [] });
+    const scenario = heavyScenario(2000, 40);
+    const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
+    await jobRunning(cluster);
+    const [job] = await jobRecords(cluster, submitted.study_id);
+    expect(job).toMatchObject({ status: 'assigned', attempt: 1 });
+    // An impostor claims the running attempt finished with an output of its own making, under the worker's id.
+    const output = { job_id: job!.job.job_id, results: [] };
+    const forged: JobResult = {
+      job_id: job!.job.job_id,
+      study_id: submitted.study_id,
+      attempt: 1,
+      image: job!.job.image,
+      input_digest: job!.job.input_digest,
+      output_digest: digestOf({ job_id: output.job_id, epochs: [] }),
+      status: 'ok',
+      reason: null,
+      exit_code: 0,
+      results: [],
+      output_object: null,
+      usage: { wall_ms: 1, cpu_ms: 1, max_memory_mb: null },
+      started_at: 0,
+      finished_at: 1,
+      stdout_tail: '',
+      stderr_tail: '',
+    };
+    const impostor = identityFrom(createUser());
+    const { js } = await ensureResources(cluster.nc);
+    await js.publish(
+      subjects.results(job!.worker_id!),
+      JSON.stringify({
+        batch_id: 'forged-1',
+        worker_id: job!.worker_id,
+        results: [forged],
+        signature: impostor.sign(claimsOf([forged])),
+      }),
+    );
+    expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
+    const [done] = await jobRecords(cluster, submitted.study_id);
+    expect(done).toMatchObject({ status: 'done', attempt: 1, history: [] });
+    const { rows } = await cluster.api.allResults(submitted.study_id);
+    expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
+    expect(cluster.log(cluster.coordinator!)).toMatch(/bad signature/);
   }, 60_000);
 
   it('an output over 512 KiB travels through the object store and verifies', async () => {
