@@ -90,9 +90,10 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
- * The coordinator's IO shell around pure scheduling. Every job and study transition is written to JetStream KV
- * (compare-and-set on the revision) before it is acted on, so a restarted coordinator loads the same state and
- * resumes; results are read from a durable consumer and acknowledged only after the transition they cause is stored.
+ * The coordinator's IO shell around pure scheduling. A study's jobs are stored (one object) before the study record
+ * that makes them visible, and every later job and study transition is written to JetStream KV (compare-and-set on
+ * the revision) before it is acted on, so a restarted coordinator loads the same state and resumes; results are read
+ * from a durable consumer and acknowledged only after the transition they cause is stored.
  */
 export class Coordinator {
   private readonly jobs = new Map<string, Entry<JobRecord>>();
@@ -881,10 +882,14 @@ export class Coordinator {
 
   private flushEvents(): void {
     for (const [studyId, events] of this.pendingEvents) {
-      this.nc.publish(
-        subjects.jobEvents(studyId),
-        JSON.stringify({ study_id: studyId, events } satisfies JobEvents),
-      );
+      try {
+        this.nc.publish(
+          subjects.jobEvents(studyId),
+          JSON.stringify({ study_id: studyId, events } satisfies JobEvents),
+        );
+      } catch {
+        // The connection is closing: events are a live feed, and the job states they announce are stored.
+      }
     }
     this.pendingEvents.clear();
   }

@@ -19,7 +19,7 @@ export interface Submission {
 
 /**
  * Turns a validated submit request into a study record and its queued jobs. Pure: the same request, id and clock
- * give the same records, so a coordinator that died half-way through writing them can write them again.
+ * give the same records.
  */
 export function buildSubmission(
   req: SubmitRequest,

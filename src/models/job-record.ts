@@ -31,8 +31,9 @@ export const AcceptedResult = z.strictObject({
 
 /**
  * A job's durable record, the single source of truth the coordinator resumes from. It is stored in two parts: the
- * immutable spec (`job`, KV `jobspecs`, written once) and the state (everything else, KV `jobs`, rewritten on
- * every transition), so a transition writes a few hundred bytes rather than the job's scenarios again.
+ * record as submitted, with its study's others in one object (`jobspecs` object store, written once), and from its
+ * first transition on the state (everything but `job`, KV `jobs`, rewritten on every transition), so a transition
+ * writes a few hundred bytes rather than the job's scenarios again.
  */
 export const JobRecord = z.strictObject({
   job: Job,

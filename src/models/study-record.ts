@@ -2,7 +2,10 @@ import { z } from 'zod';
 import { StudyState, SubmitRequest } from './api.ts';
 import { Study } from './study.ts';
 
-/** A study's durable record (KV `studies`). Its jobs live in KV `jobs` under `<study_id>-<n>`. */
+/**
+ * A study's durable record (KV `studies`). Its jobs, as submitted, are one object in the `jobspecs` object store
+ * (written first); their states are in KV `jobs` under `<study_id>-<n>`.
+ */
 export const StudyRecord = z.strictObject({
   study_id: z.string(),
   name: z.string(),
@@ -14,7 +17,7 @@ export const StudyRecord = z.strictObject({
   state: StudyState,
   job_ids: z.array(z.string()),
   epochs: z.number().int(),
-  /** What was asked and which image it pinned: enough to rebuild the jobs if a crash cut their writing short. */
+  /** What was asked and which image it pinned. */
   request: SubmitRequest,
   image: z.string(),
 });

@@ -3,7 +3,7 @@
  *
  * | resource         | kind         | what                                                                      |
  * | ---------------- | ------------ | ------------------------------------------------------------------------- |
- * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result envelopes, deduplicated by Msg-Id    |
+ * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result batches, deduplicated by Msg-Id      |
  * | `EVENTS`         | stream       | `plurigrid.events.>`: study/job lifecycle events, kept 24 h               |
  * | `jobs`           | KV           | job state, from a job's first transition on (the coordinator's truth)     |
  * | `studies`        | KV           | study records                                                             |
@@ -74,7 +74,7 @@ type StreamDefinition = Pick<
 export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> = {
   results: {
     name: STREAMS.results,
-    description: 'Plurigrid job results (signed envelopes), deduplicated by Nats-Msg-Id',
+    description: 'Plurigrid job results (signed batches), deduplicated by Nats-Msg-Id',
     subjects: [subjects.resultsAll],
     storage: StorageType.File,
     retention: RetentionPolicy.Limits,
