@@ -105,7 +105,7 @@ function cpuByRole(): Record<string, number> {
       ? 'nats-server'
       : cmd.includes('epoch-runner')
         ? 'runners'
-        : cmd.includes(' worker') || cmd.includes('\0worker\0')
+        : cmd.includes('\0worker\0') // argv is NUL-separated
           ? 'workers'
           : 'coordinator+bench';
     out[role] = (out[role] ?? 0) + ms;
@@ -120,6 +120,13 @@ function cpuByRole(): Record<string, number> {
     return {};
   }
   return out;
+}
+
+/** CPU spent per job between two {@link cpuByRole} readings. */
+function perJob(before: Record<string, number>, after: Record<string, number>, jobs: number) {
+  return Object.fromEntries(
+    Object.entries(after).map(([role, ms]) => [role, (ms - (before[role] ?? 0)) / jobs]),
+  );
 }
 
 function spawnWorker(
@@ -208,10 +215,7 @@ async function endToEnd(
     await new Promise((r) => setTimeout(r, 20));
   }
   const finished = Math.max(...done.values());
-  const cpuAfter = cpuByRole();
-  const cpu_ms_per_job = Object.fromEntries(
-    Object.entries(cpuAfter).map(([role, ms]) => [role, (ms - (cpuBefore[role] ?? 0)) / reply.jobs]),
-  );
+  const cpu_ms_per_job = perJob(cpuBefore, cpuByRole(), reply.jobs);
   const queued = [...done.values()].map((t) => t - submitted);
   const status = await api.status(reply.study_id);
   // Latency on an idle system: one job at a time, submit → result recorded (its `done` event).
@@ -281,9 +285,7 @@ async function executorCeiling(jobs: number) {
   return {
     jobs,
     per_s: jobs / seconds,
-    cpu_ms_per_job: Object.fromEntries(
-      Object.entries(cpuAfter).map(([role, ms]) => [role, (ms - (cpuBefore[role] ?? 0)) / jobs]),
-    ),
+    cpu_ms_per_job: perJob(cpuBefore, cpuAfter, jobs),
   };
 }
 
