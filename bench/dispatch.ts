@@ -3,7 +3,8 @@
 //  (b) end-to-end trivial jobs per second through the coordinator and two process-executor workers
 //      (submit → result recorded), with the CPU each process spent per job, and p50/p99 latency of one job at a
 //      time on an idle system. Run twice: with workers that take up to 64 jobs each (a prefetch queue in front of
-//      one warm runner), and with 8, to show what batching across the pipeline is worth;
+//      one warm runner), and with 8, to show what batching across the pipeline is worth; and, for comparison, the
+//      same jobs through the process executor alone;
 //  (c) Docker executor: per-container overhead and efficiency (epoch time measured inside the container / the
 //      job's wall time, container create → removed) for ~1-second epochs batched per job.
 // Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 10000),
@@ -252,17 +253,17 @@ async function endToEnd(
 }
 
 /**
- * The floor under (b): the same trivial jobs through the process executor alone — two warm runners, as in (b), and
- * no NATS, coordinator or verification — so the executor's own cost per job is known.
+ * For comparison with (b): the same trivial jobs through the process executor alone — two warm runners, as in (b),
+ * and no NATS, coordinator or verification — so the executor's own share of a job's cost is known.
  */
-async function executorCeiling(jobs: number) {
+async function executorAlone(jobs: number) {
   const executor = createWarmProcessExecutor({ prewarm: 2, maxRunners: 2 });
   const scenario = Scenario.parse(trivialScenario());
   const request = (i: number) => ({
-    job_id: `ceiling-${i}`,
+    job_id: `alone-${i}`,
     image: 'plurigrid/grid-epoch:bench',
     input: {
-      job_id: `ceiling-${i}`,
+      job_id: `alone-${i}`,
       epochs: [{ epoch_id: '0000000000000000', scenario: { ...scenario, seed: i } }],
     },
     limits: { memory_mb: 512, cpus: 1, pids: 64, timeout_s: 60 },
@@ -275,7 +276,7 @@ async function executorCeiling(jobs: number) {
     Array.from({ length: 16 }, async () => {
       while (next < jobs) {
         const out = await executor.run(request(next++));
-        if (out.status !== 'ok') throw new Error(`ceiling job failed: ${out.reason}`);
+        if (out.status !== 'ok') throw new Error(`job failed: ${out.reason}`);
       }
     }),
   );
@@ -342,7 +343,7 @@ async function withServer<T>(fn: (url: string, dataDir: string) => Promise<T>): 
 const raw = await withServer((url) => rawJetStream(url));
 const e2e = await withServer((url, dir) => endToEnd(url, dir, { slots: 64, runners: 1, latency: true }));
 const shallow = await withServer((url, dir) => endToEnd(url, dir, { slots: 8, runners: 1, latency: false }));
-const ceiling = await executorCeiling(JOBS);
+const alone = await executorAlone(JOBS);
 const docker = await dockerEfficiency();
 
 const t = new Table({ head: ['measure', 'value'] });
@@ -361,9 +362,9 @@ for (const run of [e2e, shallow]) {
   ]);
 }
 t.push([
-  '(b) floor: the process executor alone (2 warm runners, no NATS)',
-  `${ceiling.per_s.toFixed(0)} jobs/s = ${((100 * ceiling.per_s) / raw.per_s).toFixed(1)} % of (a); CPU per job: ${Object.entries(
-    ceiling.cpu_ms_per_job,
+  '(b) for comparison: the process executor alone (2 warm runners, no NATS)',
+  `${alone.per_s.toFixed(0)} jobs/s = ${((100 * alone.per_s) / raw.per_s).toFixed(1)} % of (a); CPU per job: ${Object.entries(
+    alone.cpu_ms_per_job,
   )
     .map(([role, ms]) => `${role === 'coordinator+bench' ? 'pool' : role} ${ms.toFixed(2)} ms`)
     .join(', ')}`,
@@ -383,7 +384,7 @@ console.log(t.toString());
 const out = new URL('./results/dispatch.json', import.meta.url);
 writeFileSync(
   out,
-  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, executor_alone: ceiling, docker }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, executor_alone: alone, docker }, null, 2)}\n`,
 );
 console.log('wrote bench/results/dispatch.json');
 process.exit(0);
