@@ -66,6 +66,7 @@ async function rawJetStream(url: string) {
       if (latencies.length === n) break;
     }
   })();
+  const cpuBefore = cpuByRole();
   const start = performance.now();
   const window = new Set<Promise<unknown>>();
   for (let i = 0; i < n; i++) {
@@ -75,11 +76,14 @@ async function rawJetStream(url: string) {
   }
   await done;
   const seconds = (performance.now() - start) / 1000;
+  const cpu = perJob(cpuBefore, cpuByRole(), n);
   await jsm.streams.delete('BENCH');
   await nc.close();
   return {
     messages: n,
     per_s: n / seconds,
+    /** CPU per message, publisher and consumer (this process) and nats-server together. */
+    cpu_ms_per_msg: Object.values(cpu).reduce((a, b) => a + b, 0),
     p50_ms: quantile(latencies, 0.5),
     p99_ms: quantile(latencies, 0.99),
   };
@@ -349,7 +353,7 @@ const docker = await dockerEfficiency();
 const t = new Table({ head: ['measure', 'value'] });
 t.push([
   '(a) JetStream publish→consume',
-  `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms)`,
+  `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms); CPU per message ${raw.cpu_ms_per_msg.toFixed(3)} ms`,
 ]);
 for (const run of [e2e, shallow]) {
   t.push([
