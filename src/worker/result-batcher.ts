@@ -28,8 +28,8 @@ const encoder = new TextEncoder();
 /**
  * Gathers the results a worker finishes at about the same time into one signed ResultBatch, by group commit: while
  * a batch is being stored, results that finish join the next one, which is sent when the stream has acknowledged
- * the last (or when it is full). An idle worker's result goes out at once; a busy worker sends a message, and
- * signs, once per batch rather than once per job, and the batch size follows the load with no timer to tune.
+ * the last (or when it is full). An idle worker's result goes out at once (or after the optional linger); a busy
+ * worker sends a message, and signs, once per batch rather than once per job, and the batch size follows the load.
  */
 export class ResultBatcher {
   private pending: Pending | null = null;
