@@ -61,5 +61,8 @@ export async function serveApi(nc: NatsConnection, coordinator: Coordinator, ver
   endpoint('cancel', CancelRequest, (r) => coordinator.cancelStudy(r.study_id));
   endpoint('results', ResultsRequest, (r) => coordinator.results(r.study_id, r.offset, r.limit));
   endpoint('workers', ListRequest, () => ({ workers: coordinator.workerList() }));
+  // The endpoints' subscriptions reach the server asynchronously: a round trip makes sure they are in place before
+  // anyone is told the coordinator is ready (otherwise a first request can find no responders).
+  await nc.flush();
   return service;
 }
