@@ -1,6 +1,6 @@
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { z } from 'zod';
-import { JobRecord } from '../models/job-record.ts';
+import { JobRecord, JobState } from '../models/job-record.ts';
 import type { Resources } from '../transport/resources.ts';
 
 /**
@@ -34,7 +34,10 @@ export function stateJson(rec: JobRecord): string {
   return JSON.stringify(state);
 }
 
-/** A job's record as stored now: its submitted record with its KV state, if any, laid over it. */
+/**
+ * A job's record as stored now: its submitted record with its KV state, if any, laid over it. Only the state is
+ * parsed: the job itself was checked when its study's object was read.
+ */
 export function withState(submitted: JobRecord, state: unknown): JobRecord {
-  return state === undefined ? submitted : JobRecord.parse({ ...(state as object), job: submitted.job });
+  return state === undefined ? submitted : { ...JobState.parse(state), job: submitted.job };
 }
