@@ -22,6 +22,7 @@ import { type JobOutput, JobOutput as JobOutputSchema } from '../models/job.ts';
 import type { AttemptEnd, JobRecord } from '../models/job-record.ts';
 import { StudyRecord } from '../models/study-record.ts';
 import { WorkerAd } from '../models/worker.ts';
+import { epochRow } from '../study/aggregate.ts';
 import { decode } from '../transport/connect.ts';
 import type { Resources } from '../transport/resources.ts';
 import { STREAMS } from '../transport/resources.ts';
@@ -376,16 +377,7 @@ export class Coordinator {
       const output = await this.outputOf(job.job.job_id, job.result);
       job.job.epochs.forEach((e, i) => {
         if (index + i >= offset && rows.length < limit) {
-          const r = output.results[i]!.result;
-          rows.push({
-            epoch_id: e.epoch_id,
-            subset: e.subset,
-            run: e.run,
-            params: e.params,
-            metrics: r.metrics,
-            digest: r.digest,
-            worker_id: job.result!.worker_id,
-          });
+          rows.push({ ...epochRow(e, output.results[i]!.result), worker_id: job.result!.worker_id });
         }
       });
       index += n;

@@ -1,5 +1,5 @@
 import quantile from '@stdlib/stats-base-dists-t-quantile';
-import { type EpochMetrics, METRIC_NAMES } from '../models/result.ts';
+import { type EpochMetrics, type EpochResult, METRIC_NAMES } from '../models/result.ts';
 import type { ParamValue } from '../models/study.ts';
 
 /** The outcome of one epoch as a study sees it. */
@@ -10,6 +10,21 @@ export interface EpochRow {
   params: Record<string, ParamValue>;
   metrics: EpochMetrics;
   digest: string;
+}
+
+/** An epoch's row: where it sits in its study, and what its result says. */
+export function epochRow(
+  epoch: Pick<EpochRow, 'epoch_id' | 'subset' | 'run' | 'params'>,
+  result: Pick<EpochResult, 'metrics' | 'digest'>,
+): EpochRow {
+  return {
+    epoch_id: epoch.epoch_id,
+    subset: epoch.subset,
+    run: epoch.run,
+    params: epoch.params,
+    metrics: result.metrics,
+    digest: result.digest,
+  };
 }
 
 /** Mean, sample standard deviation and Student-t 95 % confidence interval of one metric over the runs. */

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { EpochResult } from '../models/result.ts';
+import { epochRow } from './aggregate.ts';
 import type { EpochSpec } from './expand.ts';
 import type { StudyRow } from './outputs.ts';
 
@@ -38,15 +39,7 @@ export async function runEpochsLocal(
         }
         const r = await result;
         options.onProgress?.(++done, total);
-        return {
-          epoch_id: e.epoch_id,
-          subset: e.subset,
-          run: e.run,
-          params: e.params,
-          metrics: r.metrics,
-          digest: r.digest,
-          ...(r.series ? { series: r.series } : {}),
-        };
+        return { ...epochRow(e, r), ...(r.series ? { series: r.series } : {}) };
       }),
     );
     return rows;
