@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { AckPolicy, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
 import Table from 'cli-table3';
 import { pino } from 'pino';
+import { workerArgv } from '../src/cli/worker.ts';
 import { ApiClient } from '../src/coordinator/client.ts';
 import { Coordinator } from '../src/coordinator/coordinator.ts';
 import { serveApi } from '../src/coordinator/service.ts';
@@ -141,31 +142,19 @@ function spawnWorker(
   slots: number,
   runners: number,
 ): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      join(root, 'bin', 'plurigrid.js'),
-      'worker',
-      '--name',
-      name,
-      '--nats',
-      url,
-      '--data-dir',
-      dataDir,
-      '--executor',
-      'process',
-      '--slots',
-      String(slots),
-      '--runners',
-      String(runners),
-      '--log-level',
-      'error',
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? '' },
-    },
-  );
+  const args = workerArgv({
+    name,
+    nats: url,
+    dataDir,
+    executor: 'process',
+    slots,
+    runners,
+    logLevel: 'error',
+  });
+  const child = spawn(process.execPath, [join(root, 'bin', 'plurigrid.js'), ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? '' },
+  });
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve(child));
     child.once('exit', (code) => reject(new Error(`worker exited with ${code}`)));

@@ -12,6 +12,7 @@ import { intOption } from './options.ts';
 import { writeStudyResults } from './results.ts';
 import { statusLine } from './status.ts';
 import { follow, progressReporter, requestFromFile } from './submit.ts';
+import { workerArgv } from './worker.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLE = join(root, 'examples', 'mechanism-comparison.json');
@@ -25,29 +26,22 @@ interface Options {
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
-function spawnWorker(name: string, url: string, dataDir: string, executor: string): ChildProcess {
-  return spawn(
-    process.execPath,
-    [
-      CLI,
-      'worker',
-      '--name',
-      name,
-      '--nats',
-      url,
-      '--data-dir',
-      dataDir,
-      '--executor',
-      executor,
-      '--slots',
-      '1',
-      '--heartbeat-ms',
-      '500',
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+function spawnWorker(
+  name: string,
+  url: string,
+  dataDir: string,
+  executor: Options['executor'],
+): ChildProcess {
+  const args = workerArgv({
+    name,
+    nats: url,
+    dataDir,
+    executor,
+    slots: 1,
+    heartbeatMs: 500,
+    logLevel: 'warn',
+  });
+  return spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
 async function stopWorker(child: ChildProcess): Promise<void> {

@@ -27,6 +27,30 @@ interface Options extends ConnectionFlags {
   logLevel?: string;
 }
 
+/** What a `plurigrid worker` child process is started with by the demo, the benchmarks and the tests. */
+export interface WorkerArgs {
+  name: string;
+  nats: string;
+  dataDir: string;
+  executor: Options['executor'];
+  slots: number;
+  runners?: number;
+  heartbeatMs?: number;
+  logLevel: string;
+}
+
+/** The command line (after the CLI script) for {@link WorkerArgs}: one spelling of the worker's flags. */
+export function workerArgv(a: WorkerArgs): string[] {
+  return [
+    'worker',
+    ...['--name', a.name, '--nats', a.nats, '--data-dir', a.dataDir],
+    ...['--executor', a.executor, '--slots', String(a.slots)],
+    ...(a.runners !== undefined ? ['--runners', String(a.runners)] : []),
+    ...(a.heartbeatMs !== undefined ? ['--heartbeat-ms', String(a.heartbeatMs)] : []),
+    ...['--log-level', a.logLevel],
+  ];
+}
+
 function labelsOption(value: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const pair of value.split(',').filter(Boolean)) {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { workerArgv } from '../../src/cli/worker.ts';
 import { ApiClient } from '../../src/coordinator/client.ts';
 import type { StudyStatus, SubmitRequest } from '../../src/models/api.ts';
 import { connectNats } from '../../src/transport/connect.ts';
@@ -79,21 +80,15 @@ export class Cluster {
   async startWorker(name: string, extra: string[] = []): Promise<ChildProcess> {
     const child = await this.spawnCli(
       [
-        'worker',
-        '--name',
-        name,
-        '--nats',
-        this.nats.url,
-        '--data-dir',
-        this.dataDir,
-        '--executor',
-        'process',
-        '--slots',
-        '1',
-        '--heartbeat-ms',
-        '200',
-        '--log-level',
-        'warn',
+        ...workerArgv({
+          name,
+          nats: this.nats.url,
+          dataDir: this.dataDir,
+          executor: 'process',
+          slots: 1,
+          heartbeatMs: 200,
+          logLevel: 'warn',
+        }),
         ...extra,
       ],
       /ready/,
