@@ -323,6 +323,17 @@ describe('sdr (supply–demand ratio pricing)', () => {
     expect(sdrBuyPrice(2, 0.3, 0.1)).toBeCloseTo(0.1, 12);
   });
 
+  it('stays between the feed-in tariff and retail for subnormal and zero prices', () => {
+    // A counterexample fast-check found: the product form underflowed to 0.2 here, above retail.
+    const p = sdrSellPrice(5e-324, 0.1, 2.5e-323);
+    expect(p).toBeLessThanOrEqual(0.1);
+    expect(p).toBeGreaterThanOrEqual(2.5e-323);
+    // A zero feed-in tariff (or both prices zero) gives P_sell 0, as λb·λs / (…) does.
+    expect(sdrSellPrice(0.5, 0.3, 0)).toBe(0);
+    expect(sdrSellPrice(0.5, 0, 0)).toBe(0);
+    expect(sdrSellPrice(0, 0, 0)).toBe(0);
+  });
+
   it('at SDR < 1 sellers sell everything at P_sell and each buyer’s total cost is P_buy·demand', () => {
     // Demand 4 + 12 = 16, supply 4 → SDR 0.25.
     // P_sell = 0.03 / (0.2·0.25 + 0.1) = 0.03 / 0.15 = 0.20; P_buy = 0.20·0.25 + 0.30·0.75 = 0.05 + 0.225 = 0.275.
@@ -665,9 +676,10 @@ describe('mechanism-specific properties on random books', () => {
         const ratio = supply / demand;
         const lb = book.retail;
         const ls = book.feedIn;
-        // P_sell = λb·λs / ((λb − λs)·SDR + λs) below 1 (the denominator is 0 only when λb = λs = 0); λs from 1 on.
-        const d = (lb - ls) * ratio + ls;
-        const pSell = ratio >= 1 ? ls : d > 0 ? (lb * ls) / d : 0;
+        // P_sell = λb·λs / ((λb − λs)·SDR + λs) below 1, written as 1 / (SDR/λs + (1 − SDR)/λb) so that it does not
+        // underflow for subnormal prices (a zero price gives 0, as the product form does); λs from 1 on.
+        // (A ratio that underflows to 0 is SDR 0: P_sell = λb.)
+        const pSell = ratio >= 1 ? ls : ratio <= 0 ? lb : 1 / (ratio / ls + (1 - ratio) / lb);
         const pBuy = ratio >= 1 ? ls : pSell * ratio + lb * (1 - ratio);
         expect(pSell).toBeGreaterThanOrEqual(ls - 1e-12);
         expect(pSell).toBeLessThanOrEqual(lb + 1e-12);

@@ -3,12 +3,14 @@ import { type ClearFn, clearProRata, resetClearing, totals } from './types.ts';
 /**
  * The internal selling price of supply-demand-ratio pricing (Liu et al., 2017). SDR = supply / demand; for
  * SDR ≤ 1, P_sell = λ_buy·λ_sell / ((λ_buy − λ_sell)·SDR + λ_sell), falling from λ_buy at SDR 0 to λ_sell at 1;
- * above 1 it stays at λ_sell.
+ * above 1 it stays at λ_sell. Computed as the same value's weighted harmonic mean 1 / (SDR/λ_sell + (1 − SDR)/λ_buy),
+ * which stays within [λ_sell, λ_buy] in floating point too: the product form underflows for subnormal prices and
+ * could then land above λ_buy. A zero price makes its term infinite and P_sell 0, as the product form gives.
  */
 export function sdrSellPrice(sdr: number, retail: number, feedIn: number): number {
   if (sdr >= 1) return feedIn;
-  const denominator = (retail - feedIn) * sdr + feedIn;
-  return denominator > 0 ? (retail * feedIn) / denominator : retail;
+  if (sdr <= 0) return retail;
+  return 1 / (sdr / feedIn + (1 - sdr) / retail);
 }
 
 /** The internal buying price: P_buy = P_sell·SDR + λ_buy·(1 − SDR) for SDR ≤ 1, else λ_sell. */
