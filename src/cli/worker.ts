@@ -8,7 +8,7 @@ import { createDockerExecutor, dockerAvailable } from '../worker/executors/docke
 import { createProcessExecutor } from '../worker/executors/process.ts';
 import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
-import { loadOrCreateIdentity } from '../worker/identity.ts';
+import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
 import { createLogger } from './log.ts';
 import { intOption } from './options.ts';

@@ -4,7 +4,7 @@ import { type Job, jobInput, ResourceLimits } from '../models/job.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import { Study } from '../models/study.ts';
 import type { StudyRecord } from '../models/study-record.ts';
-import { digestOf } from '../sim/digest.ts';
+import { digestOf } from '../models/digest.ts';
 import { expandStudy, sweepPoints } from '../study/expand.ts';
 import { newJobRecord, type RetryPolicy } from './job-state.ts';
 import { DEFAULT_PACK, packEpochs } from './pack.ts';

@@ -1,7 +1,7 @@
 import { claimsOf, type JobResult, type ResultBatch } from '../models/api.ts';
 import { type Job, type JobOutput, outputDigest } from '../models/job.ts';
-import { digestOf } from '../sim/digest.ts';
-import { verifyClaims } from '../worker/identity.ts';
+import { digestOf } from '../models/digest.ts';
+import { verifyClaims } from '../transport/identity.ts';
 
 /** Checks a batch's signature: every claim in it was signed by the worker it names. */
 export function batchSigned(batch: ResultBatch): boolean {

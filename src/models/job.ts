@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { digestOf } from '../sim/digest.ts';
+import { digestOf } from './digest.ts';
 import { EpochResult } from './result.ts';
 import { Scenario } from './scenario.ts';
 import { ParamValue } from './study.ts';

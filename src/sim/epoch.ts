@@ -2,7 +2,7 @@ import type { AgentResult, EpochMetrics, EpochResult, EpochSeries } from '../mod
 import type { Scenario } from '../models/scenario.ts';
 import { type BatteryLimits, batteryLimits, type PriceSignal, stepBattery } from './battery.ts';
 import { drawHouseholds } from './community.ts';
-import { digestOf } from './digest.ts';
+import { digestOf } from '../models/digest.ts';
 import { FeederModel } from './feeder.ts';
 import { addFlexLoad } from './flex.ts';
 import { dailyShape } from './load.ts';

@@ -2,7 +2,7 @@ import { describeIssues, friendlyError, InputError } from '../models/errors.ts';
 import type { EpochTask } from '../models/job.ts';
 import { Scenario } from '../models/scenario.ts';
 import type { ParamValue, Study } from '../models/study.ts';
-import { digestOf } from '../sim/digest.ts';
+import { digestOf } from '../models/digest.ts';
 import { deriveSeed } from '../sim/rng.ts';
 import { parsePath, setAtPath } from './paths.ts';
 

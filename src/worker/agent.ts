@@ -3,12 +3,12 @@ import type { Logger } from 'pino';
 import { type Assignment, AssignRequest, CancelJob, type JobResult } from '../models/api.ts';
 import { JobOutput, jobInput, outputDigest } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
-import { canonicalJson, digestOf } from '../sim/digest.ts';
+import { canonicalJson, digestOf } from '../models/digest.ts';
 import { decode } from '../transport/connect.ts';
 import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
-import type { Identity } from './identity.ts';
+import type { Identity } from '../transport/identity.ts';
 import { ResultBatcher } from './result-batcher.ts';
 
 export interface WorkerConfig {

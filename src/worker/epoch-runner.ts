@@ -10,7 +10,7 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { InputError, parseInput } from '../models/errors.ts';
 import { JobInput, type JobOutput } from '../models/job.ts';
-import { canonicalJson } from '../sim/digest.ts';
+import { canonicalJson } from '../models/digest.ts';
 import { runEpoch } from '../sim/epoch.ts';
 
 export const DEFAULT_INPUT = '/input/job.json';

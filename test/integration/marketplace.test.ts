@@ -7,7 +7,7 @@ import { InputError } from '../../src/models/errors.ts';
 import type { JobRecord } from '../../src/models/job-record.ts';
 import { Scenario } from '../../src/models/scenario.ts';
 import { Study } from '../../src/models/study.ts';
-import { digestOf } from '../../src/sim/digest.ts';
+import { digestOf } from '../../src/models/digest.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { expandStudy } from '../../src/study/expand.ts';
 import { connectNats } from '../../src/transport/connect.ts';
@@ -16,7 +16,7 @@ import { subjects } from '../../src/transport/subjects.ts';
 import { WorkerAgent } from '../../src/worker/agent.ts';
 import { runJob } from '../../src/worker/epoch-runner.ts';
 import type { Executor } from '../../src/worker/executors/types.ts';
-import { identityFrom } from '../../src/worker/identity.ts';
+import { identityFrom } from '../../src/transport/identity.ts';
 import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;

@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { batchSigned, verifyResult } from '../../src/coordinator/verify.ts';
 import { claimsOf, type JobResult, ResultBatch } from '../../src/models/api.ts';
 import { type Job, jobInput, outputDigest } from '../../src/models/job.ts';
-import { canonicalJson, digestOf } from '../../src/sim/digest.ts';
+import { canonicalJson, digestOf } from '../../src/models/digest.ts';
 import { runJob } from '../../src/worker/epoch-runner.ts';
-import { identityFrom } from '../../src/worker/identity.ts';
+import { identityFrom } from '../../src/transport/identity.ts';
 import { ResultBatcher } from '../../src/worker/result-batcher.ts';
 import { baseScenario, parseScenario } from './arbitraries.ts';
 

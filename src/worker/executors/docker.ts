@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import type { ExecStatus } from '../../models/execution.ts';
 import type { ResourceLimits } from '../../models/job.ts';
-import { canonicalJson } from '../../sim/digest.ts';
+import { canonicalJson } from '../../models/digest.ts';
 import { abortReason, isHeapOutOfMemory, lastLine } from './process.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, tail } from './types.ts';
 

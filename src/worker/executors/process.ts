@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ExecStatus } from '../../models/execution.ts';
 import type { ResourceLimits } from '../../models/job.ts';
-import { canonicalJson } from '../../sim/digest.ts';
+import { canonicalJson } from '../../models/digest.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, TAIL_BYTES, tail } from './types.ts';
 
 export interface ProcessExecutorOptions {

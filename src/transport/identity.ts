@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createUser, fromSeed, type KeyPair, Prefix } from '@nats-io/nkeys';
 import { Codec } from '@nats-io/nkeys/lib/codec.js';
 import type { SignedClaim } from '../models/api.ts';
-import { canonicalJson } from '../sim/digest.ts';
+import { canonicalJson } from '../models/digest.ts';
 
 /** A worker's ed25519 key, kept in its data dir; the public key (an nkey starting with U) is the worker id. */
 export interface Identity {
