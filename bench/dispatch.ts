@@ -177,12 +177,12 @@ async function endToEnd(
     log: pino({ level: 'error' }),
   });
   await coordinator.start();
-  const service = await serveApi(nc, coordinator, '0.0.0');
+  const service = await serveApi(nc, coordinator.studies, '0.0.0', pino({ level: 'error' }));
   const workers = await Promise.all([
     spawnWorker(`bench-${slots}-1`, url, dataDir, slots, runners),
     spawnWorker(`bench-${slots}-2`, url, dataDir, slots, runners),
   ]);
-  while (coordinator.workerList().length < 2) await new Promise((r) => setTimeout(r, 50));
+  while (coordinator.registry.live().length < 2) await new Promise((r) => setTimeout(r, 50));
 
   const client = await connectNats({ url, name: 'bench-client' });
   const api = new ApiClient(client, 60_000);

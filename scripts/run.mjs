@@ -161,6 +161,7 @@ const tasks = {
   demo: () => run(join(bin, 'node'), [join(root, 'bin', 'plurigrid.js'), 'demo', ...rest]),
   'bench:sim': () => run(join(bin, 'node'), [join(root, 'bench', 'sim.ts'), ...rest]),
   'bench:dispatch': () => run(join(bin, 'node'), [join(root, 'bench', 'dispatch.ts'), ...rest]),
+  'bench:restart': () => run(join(bin, 'node'), [join(root, 'bench', 'restart.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
     ensureDockerEngine() ? run(join(bin, 'node'), [join(root, 'scripts', 'images.ts'), ...rest]) : 1,
@@ -171,9 +172,9 @@ if (!tasks[task]) {
   process.exit(2);
 }
 ensureDependencies();
-if (task === 'test' || task === 'demo' || task === 'bench:dispatch') ensureNatsServer();
-// The Docker tests fail (never skip) without an engine, so a fresh machine gets one installed and started when it
-// can be; the demo starts an installed engine and otherwise falls back to the process executor.
-if (task === 'test') ensureDockerEngine({ install: true });
-if (task === 'demo' || task === 'bench:dispatch') ensureDockerEngine();
+if (task === 'test' || task === 'demo' || task.startsWith('bench:')) ensureNatsServer();
+// The Docker tests fail (never skip) without an engine, and the demo should show the sandbox, so both get one
+// installed and started when it can be (root with apt); where it cannot, the demo falls back to the process executor.
+if (task === 'test' || task === 'demo') ensureDockerEngine({ install: true });
+if (task === 'bench:dispatch') ensureDockerEngine();
 process.exit(tasks[task]());

@@ -44,7 +44,7 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
     log,
   });
   await coordinator.start();
-  const service = await serveApi(transport.nc, coordinator, VERSION);
+  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log);
   log.info({ nats: transport.url, embedded: transport.embedded }, 'coordinator listening');
   return {
     coordinator,

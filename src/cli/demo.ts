@@ -12,7 +12,7 @@ import { intOption } from './options.ts';
 import { writeStudyResults } from './results.ts';
 import { statusLine } from './status.ts';
 import { follow, progressReporter, requestFromFile } from './submit.ts';
-import { workerArgv } from './worker.ts';
+import { type ExecutorKind, executorOption, workerArgv } from './worker.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLE = join(root, 'examples', 'mechanism-comparison.json');
@@ -21,7 +21,7 @@ const CLI = join(root, 'bin', 'plurigrid.js');
 interface Options {
   out: string;
   workers: number;
-  executor: 'auto' | 'docker' | 'process';
+  executor: ExecutorKind;
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -86,7 +86,7 @@ export async function runDemo(opts: Options): Promise<void> {
     for (let i = 1; i <= opts.workers; i++)
       children.push(spawnWorker(`demo-${i}`, coordinator.url, dataDir, executor));
     const deadline = Date.now() + 30_000;
-    while (coordinator.coordinator.workerList().length < opts.workers) {
+    while (coordinator.coordinator.registry.live().length < opts.workers) {
       if (children.some((c) => c.exitCode !== null))
         throw new Error('a worker exited during start-up (see its log above)');
       if (Date.now() > deadline) throw new Error('workers did not connect within 30 s');
@@ -100,7 +100,7 @@ export async function runDemo(opts: Options): Promise<void> {
     say(`submitted ${reply.study_id}: ${reply.epochs} epochs in ${reply.jobs} jobs`);
     const started = performance.now();
     const progress = progressReporter();
-    const final = await follow(api, reply.study_id, progress.update);
+    const final = await follow(coordinator.nc, api, reply.study_id, progress.update);
     progress.stop();
     say(`${statusLine(final)} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     if (final.state !== 'done') throw new Error(`the study ended ${final.state}`);
@@ -119,6 +119,6 @@ export function registerDemo(program: Command): void {
     )
     .option('--out <dir>', 'output directory', 'out/mechanism-comparison')
     .option('--workers <n>', 'workers to start', intOption('--workers', 1, 16), 2)
-    .option('--executor <kind>', 'auto, docker or process', 'auto')
+    .addOption(executorOption())
     .action((opts: Options) => runDemo(opts));
 }

@@ -1,11 +1,13 @@
 import { dirname, resolve } from 'node:path';
-import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
+import { type Command, InvalidArgumentError } from 'commander';
 import { ApiClient } from '../coordinator/client.ts';
-import type { StudyStatus, SubmitRequest } from '../models/api.ts';
+import { StudyEvent, type StudyStatus, type SubmitRequest } from '../models/api.ts';
 import { parseInput } from '../models/errors.ts';
 import { Study } from '../models/study.ts';
 import { readJsonFile } from '../study/files.ts';
+import { decode } from '../transport/connect.ts';
+import { subjects } from '../transport/subjects.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
 import { intOption } from './options.ts';
 import { writeStudyResults } from './results.ts';
@@ -49,18 +51,70 @@ export async function requestFromFile(file: string, opts: Partial<Options> = {})
   return req;
 }
 
-/** Polls a study until it ends, reporting progress; resolves with its final status. */
+export interface FollowTiming {
+  /** Least time between two status requests that job events trigger. */
+  refreshMs?: number;
+  /** A status request at least this often, for events missed (across a reconnect, say). */
+  safetyPollMs?: number;
+}
+
+/**
+ * Follows a study until it ends, reporting progress; resolves with its final status. The job-event feed says when
+ * something changed and the status request says what is true, so a quiet study costs a request every
+ * `safetyPollMs`, a busy one at most one every `refreshMs`, and the end is seen as soon as its study event arrives.
+ */
 export async function follow(
+  nc: NatsConnection,
   api: ApiClient,
   studyId: string,
   onProgress: (s: StudyStatus) => void,
-  pollMs = 250,
+  { refreshMs = 200, safetyPollMs = 5_000 }: FollowTiming = {},
 ): Promise<StudyStatus> {
-  for (;;) {
-    const s = await api.status(studyId);
-    onProgress(s);
-    if (s.state !== 'running') return s;
-    await new Promise((r) => setTimeout(r, pollMs));
+  let changed = false;
+  let ended = false;
+  let wake = () => {};
+  // Which jobs moved does not matter: the status request that follows says where the study is.
+  const onJobs = () => {
+    changed = true;
+    wake();
+  };
+  const onStudy = (_: unknown, msg: Msg) => {
+    try {
+      if (decode(msg.data, StudyEvent, 'study event').state !== 'running') ended = true;
+    } catch {
+      changed = true; // undecodable, but something happened: the status will say what
+    }
+    wake();
+  };
+  // Subscribed before the first status request: the server handles this connection's SUBs before its request, so
+  // any transition after that status is seen.
+  const subs = [
+    nc.subscribe(subjects.jobEvents(studyId), { callback: onJobs }),
+    nc.subscribe(subjects.studyEvents(studyId), { callback: onStudy }),
+  ];
+  try {
+    for (;;) {
+      const fetchedAt = performance.now();
+      changed = false;
+      ended = false;
+      const s = await api.status(studyId);
+      onProgress(s);
+      if (s.state !== 'running') return s;
+      for (;;) {
+        const due = ended ? 0 : (changed ? refreshMs : safetyPollMs) - (performance.now() - fetchedAt);
+        if (due <= 0) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, due);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = () => {};
+      }
+    }
+  } finally {
+    for (const sub of subs) sub.unsubscribe();
   }
 }
 
@@ -111,7 +165,7 @@ export function registerSubmit(program: Command): void {
       );
       if (!opts.follow) return;
       const progress = progressReporter();
-      const final = await follow(api, reply.study_id, progress.update);
+      const final = await follow(transport.nc, api, reply.study_id, progress.update);
       progress.stop();
       process.stdout.write(`${statusLine(final)}\n`);
       if (final.state !== 'done') {

@@ -1,22 +1,31 @@
 import { availableParallelism, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { VERSION } from '../version.ts';
 import { WorkerAgent } from '../worker/agent.ts';
 import { createDockerExecutor, dockerAvailable } from '../worker/executors/docker.ts';
 import { createProcessExecutor } from '../worker/executors/process.ts';
 import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
-import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
-import { createLogger } from './log.ts';
+import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
 import { onShutdown } from './shutdown.ts';
 
+export const EXECUTORS = ['auto', 'docker', 'process'] as const;
+export type ExecutorKind = (typeof EXECUTORS)[number];
+
+/** `--executor`, shared by `worker` and `demo`. */
+export function executorOption(): Option {
+  return new Option('--executor <kind>', 'where jobs run (auto: Docker when an engine answers)')
+    .choices(EXECUTORS)
+    .default('auto');
+}
+
 interface Options extends ConnectionFlags {
   name: string;
-  executor: 'auto' | 'docker' | 'process';
+  executor: ExecutorKind;
   slots: number;
   runners?: number;
   warm: boolean;
@@ -144,7 +153,7 @@ export function registerWorker(program: Command): void {
       .command('worker')
       .description("run a provider's worker: take jobs from the coordinator and run them in containers")
       .option('--name <name>', 'worker name (its key lives in <data-dir>/workers/<name>)', hostname())
-      .option('--executor <kind>', 'auto, docker or process', 'auto')
+      .addOption(executorOption())
       .option(
         '--slots <n>',
         'jobs run at once',
@@ -169,11 +178,8 @@ export function registerWorker(program: Command): void {
         intOption('--drain-s', 0, 3600),
         30,
       )
-      .option('--log-level <level>', 'log level (fatal, error, warn, info, debug)'),
+      .addOption(logLevelOption()),
   ).action(async (opts: Options) => {
-    if (!['auto', 'docker', 'process'].includes(opts.executor)) {
-      throw new InvalidArgumentError(`--executor: expected auto, docker or process, got "${opts.executor}"`);
-    }
     const running = await startWorker(opts);
     process.stdout.write(`worker ${opts.name} ready (${running.agent.workerId})\n`);
     onShutdown(() => running.stop());

@@ -1,4 +1,4 @@
-import type { NatsConnection } from '@nats-io/transport-node';
+import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import {
   ErrorReply,
@@ -13,16 +13,7 @@ import {
 import { InputError } from '../models/errors.ts';
 import type { Study } from '../models/study.ts';
 import { type ApiOp, subjects } from '../transport/subjects.ts';
-
-/** A failure the coordinator reported (not found, conflict, internal). */
-export class ApiError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'ApiError';
-    this.code = code;
-  }
-}
+import { ApiError, ConflictError, CoordinatorUnavailableError, NotFoundError } from './errors.ts';
 
 /** Typed requests to the coordinator's micro service. */
 export class ApiClient {
@@ -40,19 +31,27 @@ export class ApiClient {
       const msg = await this.nc.request(subjects.api(op), JSON.stringify(body), { timeout: this.timeoutMs });
       reply = msg.json();
     } catch (e) {
-      const m = (e as Error).message;
-      throw new ApiError(
-        'unavailable',
-        /no responders|503/i.test(m)
-          ? 'no coordinator is answering: start one with `plurigrid coordinator`'
-          : `coordinator request failed: ${m}`,
-      );
+      if (e instanceof errors.RequestError && e.isNoResponders()) {
+        throw new CoordinatorUnavailableError(
+          'no coordinator is answering: start one with `plurigrid coordinator`',
+          { cause: e },
+        );
+      }
+      if (e instanceof errors.TimeoutError || e instanceof errors.RequestError) {
+        throw new CoordinatorUnavailableError(
+          `the coordinator did not answer ${op} within ${this.timeoutMs / 1000} s`,
+          { cause: e },
+        );
+      }
+      throw e;
     }
     const err = ErrorReply.safeParse(reply);
     if (err.success) {
       const { code, message, issues } = err.data.error;
       if (code === 'invalid') throw new InputError(message.replace(/:$/, ''), issues);
-      throw new ApiError(code, message);
+      if (code === 'not_found') throw new NotFoundError(message);
+      if (code === 'conflict') throw new ConflictError(message);
+      throw new ApiError(code, message, issues);
     }
     return schema.parse(reply);
   }
@@ -69,8 +68,8 @@ export class ApiClient {
   cancel(studyId: string) {
     return this.call('cancel', { study_id: studyId }, StudyStatus);
   }
-  workers() {
-    return this.call('workers', {}, WorkersReply);
+  workers(limit = 100) {
+    return this.call('workers', { limit }, WorkersReply);
   }
   results(studyId: string, offset = 0, limit = 200) {
     return this.call('results', { study_id: studyId, offset, limit }, ResultsReply);
@@ -83,7 +82,7 @@ export class ApiClient {
     let study: Study | undefined;
     while (offset !== null) {
       const page: z.output<typeof ResultsReply> = await this.results(studyId, offset);
-      study = page.study;
+      study ??= page.study ?? undefined;
       rows.push(...page.rows);
       offset = page.next_offset;
     }

@@ -1,16 +1,18 @@
+import { z } from 'zod';
 import type { SubmitRequest } from '../models/api.ts';
-import { InputError } from '../models/errors.ts';
+import { digestOf } from '../models/digest.ts';
+import { InputError, parseInput } from '../models/errors.ts';
 import { type Job, jobInput, ResourceLimits } from '../models/job.ts';
 import type { JobRecord } from '../models/job-record.ts';
-import { Study } from '../models/study.ts';
-import type { StudyRecord } from '../models/study-record.ts';
-import { digestOf } from '../models/digest.ts';
-import { expandStudy, sweepPoints } from '../study/expand.ts';
+import { Scenario } from '../models/scenario.ts';
+import { Study, studyNameFrom, studySizeProblem } from '../models/study.ts';
+import { jobIdOf, type StudyRecord } from '../models/study-record.ts';
+import { expandStudy } from '../study/expand.ts';
 import { newJobRecord, type RetryPolicy } from './job-state.ts';
 import { DEFAULT_PACK, packEpochs } from './pack.ts';
 
-/** Epochs per study the coordinator accepts in one submit. */
-export const MAX_EPOCHS_PER_STUDY = 100_000;
+/** A single scenario's own seed (expansion replaces it with a run seed, so it is checked here). */
+const OwnSeed = z.object({ seed: Scenario.shape.seed.default(0) });
 
 export interface Submission {
   study: StudyRecord;
@@ -25,18 +27,23 @@ export function buildSubmission(
   req: SubmitRequest,
   ctx: { studyId: string; image: string; now: number; retry: RetryPolicy },
 ): Submission {
+  // Bad input ends as an InputError (the API's `invalid`), never as a ZodError or RangeError (`internal`).
   const study: Study = req.study
     ? req.study
-    : Study.parse({ name: String(req.scenario?.name ?? 'scenario'), scenario: req.scenario, runs: 1 });
+    : parseInput(
+        Study,
+        { name: studyNameFrom(req.scenario?.name), scenario: req.scenario, runs: 1 },
+        'invalid submit',
+      );
   if (typeof study.scenario === 'string')
     throw new InputError('invalid submit', ['study.scenario: expected inline']);
   const root = req.study ? 'study.scenario' : 'scenario';
-  const planned = sweepPoints(study).length * study.runs;
-  if (planned > MAX_EPOCHS_PER_STUDY) {
+  // Sized from the sweep's arithmetic: a refused study costs no more than its axes' lengths.
+  const tooBig = studySizeProblem(study);
+  if (tooBig)
     throw new InputError('study too large', [
-      `${req.study ? 'study.' : ''}runs: the study expands to ${planned} epochs; the limit is ${MAX_EPOCHS_PER_STUDY}`,
+      `${req.study ? 'study.' : ''}${tooBig.path}: ${tooBig.message}`,
     ]);
-  }
   let epochs: ReturnType<typeof expandStudy>;
   try {
     epochs = req.study
@@ -46,18 +53,20 @@ export function buildSubmission(
     if (e instanceof InputError) {
       throw new InputError(
         e.message.split(':')[0] ?? 'invalid study',
-        e.issues.map((i) => i.replace(/^scenario/, root)),
+        e.issues.map((i) =>
+          i.startsWith('scenario') ? i.replace(/^scenario/, root) : req.study ? `study.${i}` : i,
+        ),
       );
     }
     throw e;
   }
   if (!req.study) {
     // A single scenario keeps its own seed.
-    const seed = (req.scenario as { seed?: number }).seed ?? 0;
+    const { seed } = parseInput(OwnSeed, req.scenario, 'invalid submit', 'scenario');
     epochs = epochs.map((e) => ({ ...e, scenario: { ...e.scenario, seed } }));
     epochs = epochs.map((e) => ({ ...e, epoch_id: digestOf(e.scenario).slice(0, 16) }));
   }
-  const limits = ResourceLimits.parse(req.limits ?? {});
+  const limits = parseInput(ResourceLimits, req.limits ?? {}, 'invalid submit', 'limits');
   const batches = packEpochs(epochs, {
     ...DEFAULT_PACK,
     ...(req.target_job_seconds !== undefined ? { targetSeconds: req.target_job_seconds } : {}),
@@ -68,7 +77,7 @@ export function buildSubmission(
     ...(req.queue_timeout_s !== undefined ? { queueTimeoutMs: req.queue_timeout_s * 1000 } : {}),
   };
   const jobs = batches.map((batch, i) => {
-    const jobId = `${ctx.studyId}-${String(i).padStart(5, '0')}`;
+    const jobId = jobIdOf(ctx.studyId, i);
     const job: Job = {
       job_id: jobId,
       study_id: ctx.studyId,
@@ -89,10 +98,10 @@ export function buildSubmission(
       submitted_at: ctx.now,
       finished_at: null,
       state: 'running',
-      job_ids: jobs.map((j) => j.job.job_id),
+      jobs: jobs.length,
       epochs: epochs.length,
-      request: req,
       image: ctx.image,
+      summary: null,
     },
     jobs,
   };

@@ -27,6 +27,8 @@ export interface PendingJob {
   not_before: number;
   /** Workers that already failed this job: used only when nothing else fits. */
   avoid: readonly string[];
+  /** Workers that run a live execution of this job: replicas go to distinct workers. */
+  exclude: readonly string[];
 }
 
 export interface Placement {
@@ -46,6 +48,7 @@ export function fillableSlots(slots: number, free: number): number {
 /** Why a worker cannot take a job, or undefined when it can. */
 export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   if (w.draining) return 'draining';
+  if (job.exclude.includes(w.worker_id)) return 'already runs this job';
   if (w.slots_free < 1) return 'no free slot';
   if (w.memory_mb < job.limits.memory_mb) return `needs ${job.limits.memory_mb} MiB, has ${w.memory_mb}`;
   if (w.cpus < job.limits.cpus) return `needs ${job.limits.cpus} CPUs, has ${w.cpus}`;

@@ -1,68 +1,100 @@
-import { Svcm } from '@nats-io/services';
+import { type ServiceMsg, Svcm } from '@nats-io/services';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { z } from 'zod';
+import type { Logger } from 'pino';
+import { z } from 'zod';
 import {
   CancelRequest,
   type ErrorReply,
+  ListReply,
   ListRequest,
+  ResultsReply,
   ResultsRequest,
   StatusRequest,
+  StudyStatus,
+  SubmitReply,
   SubmitRequest,
+  WorkersReply,
+  WorkersRequest,
 } from '../models/api.ts';
 import { InputError, parseInput } from '../models/errors.ts';
+import { parseJsonInput } from '../models/json.ts';
 import { API_GROUP, API_SERVICE_NAME, type ApiOp } from '../transport/subjects.ts';
-import { type Coordinator, NotFoundError } from './coordinator.ts';
+import { ApiError, errorCode, SERVICE_ERROR_NUMBERS } from './errors.ts';
+import type { StudyApi } from './studies.ts';
+
+const decoder = new TextDecoder();
 
 function errorReply(err: unknown): ErrorReply {
+  const code = errorCode(err);
   if (err instanceof InputError)
-    return { error: { code: 'invalid', message: err.message.split('\n')[0]!, issues: [...err.issues] } };
-  if (err instanceof NotFoundError) return { error: { code: 'not_found', message: err.message, issues: [] } };
-  return { error: { code: 'internal', message: (err as Error)?.message ?? String(err), issues: [] } };
+    return {
+      error: { code, message: err.message.split('\n')[0]!.replace(/:$/, ''), issues: [...err.issues] },
+    };
+  const issues = err instanceof ApiError ? [...err.issues] : [];
+  return { error: { code, message: (err as Error)?.message ?? String(err), issues } };
+}
+
+/** An endpoint's request and reply schemas as JSON Schema, for clients in other languages (`nats micro info`). */
+function schemaMetadata(request: z.ZodType, reply: z.ZodType): Record<string, string> {
+  const json = (s: z.ZodType, io: 'input' | 'output') =>
+    JSON.stringify(z.toJSONSchema(s, { io, unrepresentable: 'any' }));
+  return { request_schema: json(request, 'input'), reply_schema: json(reply, 'output') };
 }
 
 /**
- * The coordinator's API as a NATS micro service (discoverable with `nats micro ls`): every request is validated
- * with its zod schema, and every failure is answered with a structured ErrorReply instead of silence, so a bad
+ * The coordinator's API as a NATS micro service (discoverable with `nats micro ls`). Every request is validated with
+ * its zod schema; every failure is answered with the service's own error reply (the `Nats-Service-Error` headers,
+ * counted by `$SRV.STATS`, with an HTTP-like code) whose payload is an ErrorReply naming each bad path, so a bad
  * request never costs the coordinator more than a reply.
  */
-export async function serveApi(nc: NatsConnection, coordinator: Coordinator, version: string) {
+export async function serveApi(nc: NatsConnection, api: StudyApi, version: string, log: Logger) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
     version,
     description: 'Plurigrid coordinator: studies in, results out',
   });
   const group = service.addGroup(API_GROUP);
-  const endpoint = <S extends z.ZodType>(op: ApiOp, schema: S, handle: (req: z.output<S>) => unknown) => {
+  const endpoint = <S extends z.ZodType>(
+    op: ApiOp,
+    schema: S,
+    reply: z.ZodType,
+    handle: (req: z.output<S>) => unknown,
+  ) => {
     group.addEndpoint(op, {
+      metadata: schemaMetadata(schema, reply),
       handler: (err, msg) => {
         if (err) return;
-        void (async () => {
-          try {
-            let body: unknown = {};
-            if (msg.data.length > 0) {
-              try {
-                body = JSON.parse(new TextDecoder().decode(msg.data));
-              } catch {
-                throw new InputError(`invalid ${op} request`, ['(root): not valid JSON']);
-              }
-            }
-            const req = parseInput(schema, body, `invalid ${op} request`);
-            msg.respond(JSON.stringify(await handle(req)));
-          } catch (e) {
-            msg.respond(JSON.stringify(errorReply(e)));
-          }
-        })();
+        void respond(msg, op, schema, handle, log);
       },
     });
   };
-  endpoint('submit', SubmitRequest, (r) => coordinator.submit(r));
-  endpoint('status', StatusRequest, (r) => coordinator.status(r.study_id));
-  endpoint('list', ListRequest, (r) => ({ studies: coordinator.list(r.limit) }));
-  endpoint('cancel', CancelRequest, (r) => coordinator.cancelStudy(r.study_id));
-  endpoint('results', ResultsRequest, (r) => coordinator.results(r.study_id, r.offset, r.limit));
-  endpoint('workers', ListRequest, () => ({ workers: coordinator.workerList() }));
+  endpoint('submit', SubmitRequest, SubmitReply, (r) => api.submit(r));
+  endpoint('status', StatusRequest, StudyStatus, (r) => api.status(r.study_id));
+  endpoint('list', ListRequest, ListReply, (r) => ({ studies: api.list(r.limit) }));
+  endpoint('cancel', CancelRequest, StudyStatus, (r) => api.cancel(r.study_id));
+  endpoint('results', ResultsRequest, ResultsReply, (r) => api.results(r.study_id, r.offset, r.limit));
+  endpoint('workers', WorkersRequest, WorkersReply, (r) => ({ workers: api.workers(r.limit) }));
   // The endpoints' subscriptions reach the server asynchronously: a round trip makes sure they are in place before
   // anyone is told the coordinator is ready (otherwise a first request can find no responders).
   await nc.flush();
   return service;
+}
+
+async function respond<S extends z.ZodType>(
+  msg: ServiceMsg,
+  op: ApiOp,
+  schema: S,
+  handle: (req: z.output<S>) => unknown,
+  log: Logger,
+): Promise<void> {
+  try {
+    // Depth-checked: a body nested thousands deep is bad input, not a stack overflow somewhere inside.
+    const body = msg.data.length > 0 ? parseJsonInput(decoder.decode(msg.data), `invalid ${op} request`) : {};
+    const req = parseInput(schema, body, `invalid ${op} request`);
+    msg.respond(JSON.stringify(await handle(req)));
+  } catch (e) {
+    const reply = errorReply(e);
+    if (reply.error.code === 'internal') log.error({ op, err: (e as Error)?.message }, 'request failed');
+    msg.respondError(SERVICE_ERROR_NUMBERS[reply.error.code], reply.error.message, JSON.stringify(reply));
+  }
 }

@@ -1,6 +1,7 @@
 import type { StudyStatus } from '../models/api.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import type { StudyRecord } from '../models/study-record.ts';
+import { failureReasons } from './job-state.ts';
 
 type Counts = StudyStatus['epochs'];
 const zero = (): Counts => ({ total: 0, done: 0, running: 0, queued: 0, failed: 0, cancelled: 0 });
@@ -17,6 +18,7 @@ export function studyState(study: StudyRecord, jobs: readonly JobRecord[]): Stud
 }
 
 export function summarise(study: StudyRecord, jobs: readonly JobRecord[]): StudyStatus {
+  if (study.summary) return { ...study.summary, state: study.state, finished_at: study.finished_at };
   const epochs = zero();
   const jobCounts = zero();
   for (const j of jobs) {
@@ -31,7 +33,7 @@ export function summarise(study: StudyRecord, jobs: readonly JobRecord[]): Study
     .slice(0, 10)
     .map((j) => ({
       job_id: j.job.job_id,
-      reasons: j.history.map((h) => `attempt ${h.attempt}: ${h.ended}${h.reason ? ` (${h.reason})` : ''}`),
+      reasons: failureReasons(j),
     }));
   return {
     study_id: study.study_id,

@@ -57,7 +57,7 @@ export type SubmitReply = z.infer<typeof SubmitReply>;
 
 export const ErrorReply = z.strictObject({
   error: z.strictObject({
-    code: z.enum(['invalid', 'not_found', 'conflict', 'internal']),
+    code: z.enum(['invalid', 'not_found', 'conflict', 'unavailable', 'internal']),
     message: z.string(),
     issues: z.array(z.string()),
   }),
@@ -90,6 +90,7 @@ export type StudyStatus = z.infer<typeof StudyStatus>;
 
 export const StatusRequest = z.strictObject({ study_id: StudyId });
 export const ListRequest = z.strictObject({ limit: z.number().int().min(1).max(1000).default(100) });
+export const WorkersRequest = ListRequest;
 export const ListReply = z.strictObject({ studies: z.array(StudyStatus) });
 export const CancelRequest = z.strictObject({ study_id: StudyId });
 
@@ -113,7 +114,8 @@ export type ResultRow = z.infer<typeof ResultRow>;
 
 export const ResultsReply = z.strictObject({
   study_id: StudyId,
-  study: Study,
+  /** The study as submitted: on the first page only (offset 0), so later pages do not repeat it. */
+  study: Study.nullable(),
   total: z.number().int(),
   rows: z.array(ResultRow),
   next_offset: z.number().int().nullable(),
@@ -228,3 +230,10 @@ export type JobEvent = z.infer<typeof JobEvent>;
  */
 export const JobEvents = z.strictObject({ study_id: z.string(), events: z.array(JobEvent).min(1) });
 export type JobEvents = z.infer<typeof JobEvents>;
+
+/**
+ * Coordinator → plurigrid.events.study.<study_id> (EVENTS stream): a study's lifecycle — `running` once submitted,
+ * then its final state.
+ */
+export const StudyEvent = z.strictObject({ study_id: StudyId, state: StudyState, at: z.number() });
+export type StudyEvent = z.infer<typeof StudyEvent>;

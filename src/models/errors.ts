@@ -12,9 +12,11 @@ const bound = (inclusive: boolean | undefined, strict: string, loose: string) =>
 export function friendlyError(issue: RawIssue): string | undefined {
   switch (issue.code) {
     case 'invalid_type':
-      return issue.input === undefined
-        ? `required ${issue.expected} is missing`
-        : `expected ${issue.expected}`;
+      if (issue.input === undefined) return `required ${issue.expected} is missing`;
+      // zod refuses NaN and ±Infinity (JSON's 1e400) as "not a number", which reads as a contradiction.
+      if (typeof issue.input === 'number')
+        return issue.expected === 'int' ? 'expected an integer' : 'expected a finite number';
+      return `expected ${issue.expected}`;
     case 'too_small': {
       const what = issue.origin === 'array' ? 'at least' : bound(issue.inclusive, '>', '≥');
       const plural = Number(issue.minimum) === 1 ? '' : 's';
@@ -69,17 +71,35 @@ export function formatPath(path: readonly PropertyKey[], root = ''): string {
 function valueAt(input: unknown, path: readonly PropertyKey[]): { found: boolean; value?: unknown } {
   let cur: unknown = input;
   for (const key of path) {
-    if (cur === null || typeof cur !== 'object' || !(key in (cur as object))) return { found: false };
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, key)) return { found: false };
     cur = (cur as Record<PropertyKey, unknown>)[key];
   }
   return { found: true, value: cur };
 }
 
+/** JSON.stringify writes NaN and ±Infinity as null, which would misreport what was found. */
+const nonFinite = (_key: string, v: unknown) =>
+  typeof v === 'number' && !Number.isFinite(v) ? String(v) : v;
+
 function show(value: unknown): string {
-  const s = JSON.stringify(value);
-  if (s === undefined) return String(value);
+  if (typeof value === 'number') return String(value);
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(value, nonFinite);
+  } catch {
+    // Too deep to print (a stack overflow), or not JSON at all (a BigInt): say what kind of value it is.
+    s = undefined;
+  }
+  if (s === undefined)
+    return Array.isArray(value) ? 'a list' : value && typeof value === 'object' ? 'an object' : String(value);
   return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
+
+/**
+ * A custom issue whose message already says what was found sets these params, so that describeIssues does not
+ * append the value again.
+ */
+export const VALUE_SHOWN = { valueShown: true } as const;
 
 /** One line per zod issue: `path: message, got <value>`; an unknown key gets a line of its own. */
 export function describeIssues(error: z.ZodError, input: unknown, root = ''): string[] {
@@ -89,8 +109,9 @@ export function describeIssues(error: z.ZodError, input: unknown, root = ''): st
     }
     const at = formatPath(issue.path, root);
     const got = valueAt(input, issue.path);
-    const suffix =
-      issue.path.length > 0 && got.found && !issue.message.includes('got ') ? `, got ${show(got.value)}` : '';
+    const shown =
+      issue.message.includes('got ') || (issue.code === 'custom' && issue.params?.valueShown === true);
+    const suffix = issue.path.length > 0 && got.found && !shown ? `, got ${show(got.value)}` : '';
     return `${at}: ${issue.message}${suffix}`;
   });
 }

@@ -2,55 +2,76 @@ import { z } from 'zod';
 import { ExecStatus } from './execution.ts';
 import { Job } from './job.ts';
 
+/** queued: needs an execution; assigned: its executions run; then one of the three ends. */
 export const JobStatus = z.enum(['queued', 'assigned', 'done', 'failed', 'cancelled']);
 export type JobStatus = z.infer<typeof JobStatus>;
 
-/** Why an attempt ended without an accepted result, beyond what the executor reports. */
+/** Why an execution ended without an accepted result, beyond what the executor reports. */
 export const AttemptEnd = z.union([
   ExecStatus,
   z.enum(['lease-expired', 'worker-lost', 'declined', 'rejected']),
 ]);
 export type AttemptEnd = z.infer<typeof AttemptEnd>;
 
-export const AttemptRecord = z.strictObject({
+/**
+ * One execution of a job on one worker (Bacalhau's word; "attempt" is its number). A job has many: one after
+ * another when they fail, and — once replication lands — several at once on distinct providers.
+ */
+export const Execution = z.strictObject({
+  /** The job's n-th execution (unique per job, never reused: a late result of an old one is stale). */
   attempt: z.number().int().min(1),
   worker_id: z.string(),
-  ended: AttemptEnd,
+  assigned_at: z.number(),
+  /** When it is reclaimed if no result has arrived. */
+  lease_until: z.number(),
+  /** The output digest its worker signed, once its result arrived. */
+  output_digest: z.string().nullable(),
+  /** Where its result sits in the RESULTS stream. */
+  seq: z.number().int().min(1).nullable(),
+  /** null while it runs; `ok` once its result was accepted. */
+  ended: z.union([z.literal('ok'), AttemptEnd]).nullable(),
   reason: z.string().nullable(),
-  at: z.number(),
+  ended_at: z.number().nullable(),
 });
-export type AttemptRecord = z.infer<typeof AttemptRecord>;
+export type Execution = z.infer<typeof Execution>;
 
-/** The accepted result of a job: where it sits in the RESULTS stream. */
+/** The accepted result of a job: which execution, and where its result sits in the RESULTS stream. */
 export const AcceptedResult = z.strictObject({
   seq: z.number().int().min(1),
   attempt: z.number().int().min(1),
   worker_id: z.string(),
   output_digest: z.string(),
 });
+export type AcceptedResult = z.infer<typeof AcceptedResult>;
+
+/** Ended executions a record keeps (live ones are always kept): a record stays small however often a job bounces. */
+export const MAX_ENDED_EXECUTIONS = 16;
 
 /**
  * A job's durable record, the single source of truth the coordinator resumes from. It is stored in two parts: the
- * record as submitted, with its study's others in one object (`jobspecs` object store, written once), and from its
- * first transition on the state (everything but `job`, KV `jobs`, rewritten on every transition), so a transition
- * writes a few hundred bytes rather than the job's scenarios again.
+ * job as submitted, with its study's others in one object (`jobspecs`, written once), and from its first transition
+ * on its state (everything but `job`, KV `jobs`), so a transition writes a few hundred bytes rather than the job's
+ * scenarios again.
  */
 export const JobRecord = z.strictObject({
   job: Job,
   status: JobStatus,
-  /** Attempts started so far. */
-  attempt: z.number().int().min(0),
+  /** Executions started so far (the last attempt number). */
+  attempts: z.number().int().min(0),
   max_attempts: z.number().int().min(1),
-  worker_id: z.string().nullable(),
-  /** When the running attempt's lease runs out (ms since epoch). */
-  lease_until: z.number().nullable(),
+  /** Executions that ended by the job's or its worker's fault: they count toward max_attempts and back off. */
+  failures: z.number().int().min(0),
+  /** Ends in a row that were nobody's fault (declines, hand-backs): repeated ones back off too. */
+  free_ends: z.number().int().min(0),
   /** Backoff: not to be placed before this time. */
   not_before: z.number(),
   /** Queue timeout: fail if still not placed by then. */
   queue_deadline: z.number().nullable(),
   enqueued_at: z.number(),
-  history: z.array(AttemptRecord),
+  executions: z.array(Execution),
   result: AcceptedResult.nullable(),
+  /** Why the job failed or was cancelled, where no execution says it (queue timeout, cancel). */
+  reason: z.string().nullable(),
   updated_at: z.number(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
@@ -58,3 +79,74 @@ export type JobRecord = z.infer<typeof JobRecord>;
 /** The mutable part of a JobRecord, as stored in KV `jobs`. */
 export const JobState = JobRecord.omit({ job: true });
 export type JobState = z.infer<typeof JobState>;
+
+const FREE: ReadonlySet<string> = new Set(['declined', 'cancelled']);
+
+/**
+ * Records written before jobs had executions held one attempt, worker and lease, and a history of ended attempts:
+ * each becomes an execution (the running one live, the accepted one `ok`). Anything else passes through unchanged.
+ */
+export function migrateJobState(raw: unknown): unknown {
+  if (raw === null || typeof raw !== 'object' || !('history' in raw) || 'executions' in raw) return raw;
+  const old = raw as {
+    status: string;
+    attempt: number;
+    worker_id: string | null;
+    lease_until: number | null;
+    history: { attempt: number; worker_id: string; ended: string; reason: string | null; at: number }[];
+    result: AcceptedResult | null;
+    updated_at: number;
+  } & Record<string, unknown>;
+  const { attempt, worker_id, lease_until, history, ...rest } = old;
+  const executions: Execution[] = history
+    .filter((h) => h.attempt >= 1 && h.worker_id !== '')
+    .map((h) => ({
+      attempt: h.attempt,
+      worker_id: h.worker_id,
+      assigned_at: h.at,
+      lease_until: h.at,
+      output_digest: null,
+      seq: null,
+      ended: h.ended as Execution['ended'],
+      reason: h.reason,
+      ended_at: h.at,
+    }));
+  if (old.status === 'assigned' && worker_id) {
+    executions.push({
+      attempt,
+      worker_id,
+      assigned_at: old.updated_at,
+      lease_until: lease_until ?? old.updated_at,
+      output_digest: null,
+      seq: null,
+      ended: null,
+      reason: null,
+      ended_at: null,
+    });
+  }
+  if (old.result) {
+    executions.push({
+      attempt: old.result.attempt,
+      worker_id: old.result.worker_id,
+      assigned_at: old.updated_at,
+      lease_until: old.updated_at,
+      output_digest: old.result.output_digest,
+      seq: old.result.seq,
+      ended: 'ok',
+      reason: null,
+      ended_at: old.updated_at,
+    });
+  }
+  const expired = history.find((h) => h.worker_id === '');
+  return {
+    ...rest,
+    attempts: attempt,
+    failures: history.filter((h) => h.worker_id !== '' && !FREE.has(h.ended)).length,
+    free_ends: 0,
+    executions,
+    reason: expired?.reason ?? null,
+  };
+}
+
+/** A stored job state, in today's shape or an older one. */
+export const StoredJobState = z.preprocess(migrateJobState, JobState);

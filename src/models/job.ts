@@ -7,7 +7,8 @@ import { ParamValue } from './study.ts';
 /** Hard limits every attempt of a job runs under, whatever the executor. */
 export const ResourceLimits = z.strictObject({
   memory_mb: z.number().int().min(16).max(65_536).default(512),
-  cpus: z.number().finite().gt(0).max(64).default(1),
+  // Docker gets NanoCpus = round(cpus × 1e9), where 0 means unlimited: 0.01 CPU is the least it accepts.
+  cpus: z.number().finite().min(0.01).max(64).default(1),
   pids: z.number().int().min(8).max(4096).default(64),
   timeout_s: z.number().finite().gt(0).max(86_400).default(300),
 });

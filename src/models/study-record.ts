@@ -1,10 +1,11 @@
 import { z } from 'zod';
-import { StudyState, SubmitRequest } from './api.ts';
+import { StudyState, StudyStatus } from './api.ts';
 import { Study } from './study.ts';
 
 /**
  * A study's durable record (KV `studies`). Its jobs, as submitted, are one object in the `jobspecs` object store
- * (written first); their states are in KV `jobs` under `<study_id>-<n>`.
+ * (written first); their states are in KV `jobs` under `<study_id>.<job_id>` while the study runs. When it ends, the
+ * final job records replace the object and the states are purged: a finished study costs one small record.
  */
 export const StudyRecord = z.strictObject({
   study_id: z.string(),
@@ -15,10 +16,29 @@ export const StudyRecord = z.strictObject({
   submitted_at: z.number(),
   finished_at: z.number().nullable(),
   state: StudyState,
-  job_ids: z.array(z.string()),
+  /** Its jobs are `<study_id>-00000` … in submit order. */
+  jobs: z.number().int().min(1),
   epochs: z.number().int(),
-  /** What was asked and which image it pinned. */
-  request: SubmitRequest,
+  /** The image its jobs pin. */
   image: z.string(),
+  /** The final status, written when the study ends and its jobs are archived. */
+  summary: StudyStatus.nullable(),
 });
 export type StudyRecord = z.infer<typeof StudyRecord>;
+
+/** Records written before job ids were implied and the request was kept a second time. */
+function migrate(raw: unknown): unknown {
+  if (raw === null || typeof raw !== 'object' || !('job_ids' in raw)) return raw;
+  const { job_ids, request: _request, ...rest } = raw as { job_ids: string[]; request: unknown };
+  return { ...rest, jobs: job_ids.length, summary: null };
+}
+
+export const StoredStudyRecord = z.preprocess(migrate, StudyRecord);
+
+/** The id of a study's n-th job. */
+export const jobIdOf = (studyId: string, n: number) => `${studyId}-${String(n).padStart(5, '0')}`;
+
+/** Every job id of a study, in submit order. */
+export function jobIdsOf(study: Pick<StudyRecord, 'study_id' | 'jobs'>): string[] {
+  return Array.from({ length: study.jobs }, (_, n) => jobIdOf(study.study_id, n));
+}

@@ -1,8 +1,8 @@
+import { digestOf } from '../models/digest.ts';
 import type { AgentResult, EpochMetrics, EpochResult, EpochSeries } from '../models/result.ts';
 import type { Scenario } from '../models/scenario.ts';
 import { type BatteryLimits, batteryLimits, type PriceSignal, stepBattery } from './battery.ts';
 import { drawHouseholds } from './community.ts';
-import { digestOf } from '../models/digest.ts';
 import { FeederModel } from './feeder.ts';
 import { addFlexLoad } from './flex.ts';
 import { dailyShape } from './load.ts';

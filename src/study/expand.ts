@@ -1,8 +1,9 @@
-import { describeIssues, friendlyError, InputError } from '../models/errors.ts';
-import type { EpochTask } from '../models/job.ts';
-import { Scenario } from '../models/scenario.ts';
-import type { ParamValue, Study } from '../models/study.ts';
 import { digestOf } from '../models/digest.ts';
+import { describeIssues, formatPath, friendlyError, InputError } from '../models/errors.ts';
+import type { EpochTask } from '../models/job.ts';
+import { depthProblem } from '../models/json.ts';
+import { Scenario } from '../models/scenario.ts';
+import { axisProblems, type ParamValue, type Study } from '../models/study.ts';
 import { deriveSeed } from '../sim/rng.ts';
 import { parsePath, setAtPath } from './paths.ts';
 
@@ -52,18 +53,36 @@ export function runSeeds(masterSeed: number, runs: number): number[] {
 }
 
 /**
+ * What must hold before any point is built, whether or not the study went through its schema: every axis sets a
+ * scenario path other than the seed (so nothing reaches a prototype), and neither the base scenario nor a swept
+ * value nests deeper than structuredClone and the error messages can follow without a stack overflow.
+ */
+function preconditions(study: Study, baseScenario: unknown): string[] {
+  const problems = study.sweep.flatMap((axis, a) =>
+    axisProblems(axis).map((p) => `${formatPath(['sweep', a, ...p.path])}: ${p.message}`),
+  );
+  if (baseScenario === null || typeof baseScenario !== 'object' || Array.isArray(baseScenario))
+    problems.push('scenario: expected a scenario object');
+  for (const problem of [
+    depthProblem(baseScenario, undefined, 'scenario'),
+    depthProblem(study.sweep, undefined, 'sweep'),
+  ])
+    if (problem) problems.push(problem);
+  return problems;
+}
+
+/**
  * Expands a study over its base scenario (raw JSON) into epochs, validating every sweep point. All problems are
  * collected and thrown together as one InputError naming each path.
  */
 export function expandStudy(study: Study, baseScenario: unknown): EpochSpec[] {
+  const refused = preconditions(study, baseScenario);
+  if (refused.length > 0) throw new InputError(`invalid study "${study.name}"`, refused);
   const problems: string[] = [];
   const seeds = runSeeds(study.seed, study.runs);
   const epochs: EpochSpec[] = [];
   for (const point of sweepPoints(study)) {
     const draft = structuredClone(baseScenario) as Record<string, unknown>;
-    if (draft === null || typeof draft !== 'object' || Array.isArray(draft)) {
-      throw new InputError('invalid study', ['scenario: expected a scenario object']);
-    }
     let ok = true;
     for (const o of point.overrides) {
       const keys = parsePath(o.path);

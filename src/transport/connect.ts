@@ -4,7 +4,7 @@
  */
 import { connect as tcpConnect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, type QueuedIterator, type Status } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { InputError, parseInput } from '../models/errors.ts';
 import { type EmbeddedNats, startEmbeddedNats } from './nats-server.ts';
@@ -91,6 +91,101 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
     // Async stack traces allocate two Errors per request; at thousands of requests a second that is most of the
     // client's cost, and our errors carry their own context.
     noAsyncTraces: true,
+  });
+}
+
+/** The part of a pino logger the connection watchers use. */
+export interface StatusLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** A running watch on a connection's status; it also ends by itself when the connection closes. */
+export interface StatusWatch {
+  stop(): void;
+  /** Settles once the watch has ended. */
+  readonly done: Promise<void>;
+}
+
+/**
+ * Follows `nc.status()` with `onStatus` until `stop()` or the connection closes. Each watch has its own iterator,
+ * so several can follow one connection.
+ */
+export function watchStatus(nc: NatsConnection, onStatus: (status: Status) => void): StatusWatch {
+  const statuses = nc.status();
+  let stopped = false;
+  const done = (async () => {
+    for await (const status of statuses) {
+      if (stopped) break;
+      onStatus(status);
+    }
+  })();
+  return {
+    stop: () => {
+      stopped = true;
+      // nats.js hands out a QueuedIterator; stopping it ends the loop now rather than at the next status.
+      (statuses as Partial<QueuedIterator<Status>>).stop?.();
+    },
+    done,
+  };
+}
+
+/** While the bus stays unreachable, a reminder this often (the client retries every 250 ms, silently). */
+const STILL_DOWN_EVERY_MS = 30_000;
+
+/**
+ * Logs the connection's health: a warning when it is lost and the client starts reconnecting (then a reminder every
+ * `stillDownEveryMs` while it stays lost), info once it is back. Each line carries `nats_status` (the nats.js status
+ * type) and, where known, `server`, `down_ms` and `attempts`.
+ */
+export function logConnectionStatus(
+  nc: NatsConnection,
+  log: StatusLog,
+  options: { stillDownEveryMs?: number } = {},
+): StatusWatch {
+  const every = options.stillDownEveryMs ?? STILL_DOWN_EVERY_MS;
+  let downSince: number | undefined;
+  let warnedAt = 0;
+  let attempts = 0;
+  return watchStatus(nc, (s) => {
+    const now = Date.now();
+    switch (s.type) {
+      case 'disconnect':
+        downSince ??= now;
+        warnedAt = now;
+        attempts = 0;
+        log.warn({ nats_status: s.type, server: s.server }, 'lost the connection to NATS; reconnecting');
+        break;
+      case 'reconnecting':
+        attempts++;
+        if (now - warnedAt >= every) {
+          warnedAt = now;
+          log.warn(
+            { nats_status: s.type, attempts, down_ms: now - (downSince ?? now) },
+            'still cannot reach NATS; retrying',
+          );
+        }
+        break;
+      case 'reconnect':
+        log.info(
+          { nats_status: s.type, server: s.server, attempts, down_ms: now - (downSince ?? now) },
+          'reconnected to NATS',
+        );
+        downSince = undefined;
+        attempts = 0;
+        break;
+      case 'ldm':
+        log.warn({ nats_status: s.type, server: s.server }, 'NATS server is shutting down (lame duck mode)');
+        break;
+      case 'staleConnection':
+        log.warn({ nats_status: s.type }, 'NATS connection went stale (no pongs); reconnecting');
+        break;
+      case 'error':
+        log.warn({ nats_status: s.type, err: s.error.message }, 'NATS server reported an error');
+        break;
+      default:
+        break;
+    }
   });
 }
 

@@ -4,8 +4,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { connect as tcpConnect } from 'node:net';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, connect as tcpConnect } from 'node:net';
 import { delimiter, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -134,7 +134,10 @@ export async function ensureNatsServerBinary(options: EnsureBinaryOptions = {}):
 export interface EmbeddedNatsOptions {
   /** Plurigrid data dir: the store goes to `<dataDir>/nats`, the log to `<dataDir>/nats-server.log`. */
   dataDir: string;
-  /** Client port on 127.0.0.1; omitted = a free port chosen by the server (pass the old port to restart in place). */
+  /**
+   * Client port on 127.0.0.1. Omitted: the port the previous embedded server on this data dir had, while it is free
+   * (so a restart keeps the URL), else a free port chosen by the server.
+   */
   port?: number;
   /** Path of the binary; default {@link ensureNatsServerBinary}. */
   binary?: string;
@@ -320,20 +323,48 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** Where the port of the last embedded server is kept, so a restart comes back on the same URL. */
+const PORT_FILE = 'nats-port';
+
+async function rememberedPort(file: string): Promise<number | undefined> {
+  try {
+    const port = Number((await readFile(file, 'utf8')).trim());
+    return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function rememberPort(file: string, port: number): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${port}\n`);
+  await rename(tmp, file);
+}
+
+/** True when nothing listens on 127.0.0.1:`port` (bound the way nats-server binds it: with SO_REUSEADDR). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const probe = createServer();
+    probe.once('error', () => done(false));
+    probe.listen({ host: '127.0.0.1', port, exclusive: true }, () => probe.close(() => done(true)));
+  });
+}
+
 /**
- * Starts `nats-server -js -a 127.0.0.1 -p <port|-1> -sd <dataDir>/nats` with its log in `<dataDir>/nats-server.log`
- * and resolves once it accepts connections. Without `port` the server binds a free port itself and we read it from
- * its log ("Listening for client connections on 127.0.0.1:<port>"), which has no window for another process to take
- * the port in between. The server is stopped when this process exits (normally, or by SIGINT/SIGTERM/SIGHUP when no
- * other handler is installed), and a later start on the same data dir stops a server orphaned by a process that was
- * killed outright (SIGKILL).
+ * Starts `nats-server -js -a 127.0.0.1 -p <port> -sd <dataDir>/nats` with its log in `<dataDir>/nats-server.log`
+ * and resolves once it accepts connections. Without `port` the server comes back on the port the last embedded
+ * server on this data dir had (kept in `<dataDir>/nats-port`), so clients and workers that hold its URL reconnect
+ * by themselves; when that port is taken by someone else, or on a first start, the server binds a free port itself
+ * (`-p -1`) and we read it from its log ("Listening for client connections on 127.0.0.1:<port>"), which has no
+ * window for another process to take the port in between. The server is stopped when this process exits (normally,
+ * or by SIGINT/SIGTERM/SIGHUP when no other handler is installed), and a later start on the same data dir stops a
+ * server orphaned by a process that was killed outright (SIGKILL).
  */
 export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<EmbeddedNats> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const dataDir = resolve(options.dataDir);
   const storeDir = join(dataDir, 'nats');
-  const logFile = join(dataDir, 'nats-server.log');
-  const recordFile = join(dataDir, 'nats-server.json');
+  const portFile = join(dataDir, PORT_FILE);
   if (
     options.port !== undefined &&
     !(Number.isInteger(options.port) && options.port > 0 && options.port < 65536)
@@ -342,8 +373,57 @@ export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<E
   }
   const binary = options.binary ?? (await ensureNatsServerBinary({ log }));
   await mkdir(storeDir, { recursive: true });
+  const recordFile = join(dataDir, 'nats-server.json');
+  // First, so that a port held by our own orphan counts as free.
   await reclaimStore(recordFile, storeDir, log);
 
+  const launchWith = (port: number | undefined) =>
+    launch({ binary, dataDir, storeDir, recordFile, port, readyTimeoutMs: options.readyTimeoutMs });
+  if (options.port !== undefined) {
+    const server = await launchWith(options.port);
+    await rememberPort(portFile, server.port);
+    return server;
+  }
+  const previous = await rememberedPort(portFile);
+  let server: EmbeddedNats | undefined;
+  if (previous !== undefined) {
+    if (!(await portFree(previous))) {
+      log(
+        `plurigrid: port ${previous} of the previous embedded nats-server is taken by another process; starting ` +
+          'on a free port instead (clients given the old URL must be given the new one)',
+      );
+    } else {
+      try {
+        server = await launchWith(previous);
+      } catch (err) {
+        // Most likely someone bound the port between our check and the server's own bind.
+        if (!(err instanceof NatsServerStartError)) throw err;
+        log(
+          `plurigrid: the embedded nats-server did not start on its previous port ${previous}; starting on a free ` +
+            `port instead (clients given the old URL must be given the new one): ${err.message.split('\n')[0]}`,
+        );
+      }
+    }
+  }
+  server ??= await launchWith(undefined);
+  if (server.port !== previous) await rememberPort(portFile, server.port);
+  return server;
+}
+
+interface LaunchOptions {
+  binary: string;
+  dataDir: string;
+  storeDir: string;
+  recordFile: string;
+  /** undefined: a free port, chosen by the server. */
+  port: number | undefined;
+  readyTimeoutMs: number | undefined;
+}
+
+/** One nats-server process, up and accepting connections, or a {@link NatsServerStartError} with its log tail. */
+async function launch(options: LaunchOptions): Promise<EmbeddedNats> {
+  const { binary, dataDir, storeDir, recordFile } = options;
+  const logFile = join(dataDir, 'nats-server.log');
   const offset = await fileSize(logFile);
   const args = ['-js', '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-sd', storeDir, '-l', logFile];
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir });

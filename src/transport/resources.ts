@@ -31,7 +31,7 @@ import {
 } from '@nats-io/jetstream';
 import { type KV, Kvm, type KvOptions } from '@nats-io/kv';
 import { type ObjectStore, Objm } from '@nats-io/obj';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection, QueuedIterator, Status } from '@nats-io/transport-node';
 import { nanos } from '@nats-io/transport-node';
 import { subjects } from './subjects.ts';
 
@@ -56,7 +56,7 @@ export const BUCKETS = {
 export type BucketKey = keyof typeof BUCKETS;
 export const OBJECT_STORES = { outputs: 'outputs', jobspecs: 'jobspecs' } as const;
 
-type StreamDefinition = Pick<
+export type StreamDefinition = Pick<
   StreamConfig,
   | 'name'
   | 'description'
@@ -289,5 +289,113 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
     kv: { jobs: jobs!, studies: studies!, idempotency: idempotency!, workers: workers! },
     outputs,
     jobspecs,
+  };
+}
+
+/** What {@link keepStreams} logs through (a pino logger fits). */
+export interface StreamKeeperLog {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface StreamKeeper {
+  /** Stops watching; an ensure under way finishes, no retry follows. */
+  stop(): void;
+}
+
+/** How long after a reconnect we keep retrying a stream that cannot be ensured yet (JetStream still starting). */
+const KEEP_RETRY_MS = 60_000;
+
+/**
+ * Re-ensures the stream definitions every time `nc` reconnects. nats-server 2.9 does not restore memory streams
+ * (EVENTS) after a restart, and without this nothing would recreate them until a plurigrid process restarts, so
+ * events published meanwhile would be dropped. Runs are serialised; a reconnect during a run queues one more.
+ */
+export function keepStreams(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  log?: StreamKeeperLog,
+  definitions: readonly StreamDefinition[] = Object.values(streamDefinitions),
+): StreamKeeper {
+  let stopped = false;
+  let running = false;
+  let again = false;
+  const statuses = nc.status();
+
+  /** Ensures one stream; false when it is worth trying again (JetStream not answering yet). */
+  const ensureOne = async (def: StreamDefinition, attempt: number): Promise<boolean> => {
+    try {
+      let lost = false;
+      try {
+        await jsm.streams.info(def.name);
+      } catch (err) {
+        if (!isStreamNotFound(err)) throw err;
+        lost = true;
+      }
+      await ensureStream(jsm, def);
+      if (lost) log?.warn({ stream: def.name }, 'the NATS server had lost a stream; recreated it');
+      return true;
+    } catch (err) {
+      if (err instanceof ResourceConflictError) {
+        log?.error({ stream: def.name, err: err.message }, 'cannot restore the stream');
+        return true;
+      }
+      if (attempt === 0) {
+        log?.warn(
+          { stream: def.name, err: (err as Error).message },
+          'cannot restore the stream yet; retrying',
+        );
+      }
+      return false;
+    }
+  };
+
+  const ensureAll = async (): Promise<void> => {
+    const deadline = Date.now() + KEEP_RETRY_MS;
+    let pending = [...definitions];
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (stopped || nc.isClosed()) return;
+      const done = await Promise.all(pending.map((def) => ensureOne(def, attempt)));
+      pending = pending.filter((_, i) => !done[i]);
+      if (pending.length > 0 && Date.now() > deadline) {
+        log?.error(
+          { streams: pending.map((d) => d.name) },
+          'gave up restoring streams until the next reconnect',
+        );
+        return;
+      }
+      if (pending.length > 0) await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+    }
+  };
+
+  const run = async (): Promise<void> => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        await ensureAll();
+      } while (again && !stopped);
+    } finally {
+      running = false;
+    }
+  };
+
+  void (async () => {
+    for await (const status of statuses) {
+      if (stopped) break;
+      if (status.type === 'reconnect') void run();
+    }
+  })();
+
+  return {
+    stop: () => {
+      stopped = true;
+      // nats.js hands out a QueuedIterator; stopping it ends the loop now rather than at the next status.
+      (statuses as Partial<QueuedIterator<Status>>).stop?.();
+    },
   };
 }

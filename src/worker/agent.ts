@@ -1,14 +1,14 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { type Assignment, AssignRequest, CancelJob, type JobResult } from '../models/api.ts';
+import { canonicalJson, digestOf } from '../models/digest.ts';
 import { JobOutput, jobInput, outputDigest } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
-import { canonicalJson, digestOf } from '../models/digest.ts';
-import { decode } from '../transport/connect.ts';
+import { decode, logConnectionStatus, type StatusWatch } from '../transport/connect.ts';
+import type { Identity } from '../transport/identity.ts';
 import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
-import type { Identity } from '../transport/identity.ts';
 import { ResultBatcher } from './result-batcher.ts';
 
 export interface WorkerConfig {
@@ -45,6 +45,7 @@ export class WorkerAgent {
   private readonly running = new Map<string, Running>();
   private readonly subs: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private connectionLog: StatusWatch | undefined;
   private images: string[] = [];
   private imagesAt = 0;
   private draining = false;
@@ -95,6 +96,8 @@ export class WorkerAgent {
 
   async start(): Promise<void> {
     const id = this.identity.workerId;
+    // The client retries a lost server forever and silently; say when the bus is away and when it is back.
+    this.connectionLog ??= logConnectionStatus(this.nc, this.log);
     this.subs.push(
       this.nc.subscribe(subjects.assign(id), {
         callback: (err, msg) => {
@@ -140,6 +143,7 @@ export class WorkerAgent {
     clearInterval(this.timer);
     for (const s of this.subs) s.unsubscribe();
     await this.heartbeat(true).catch(() => {});
+    this.connectionLog?.stop();
   }
 
   private advert(): WorkerAd {

@@ -6,11 +6,17 @@
 //   epoch-runner --serve      (a warm runner: jobs arrive over the IPC channel, one at a time; see process-pool)
 //
 // Exit codes: 0 ok; 2 bad usage or invalid input (each problem named by its path on stderr); 1 anything else.
+//
+// Under the process executors (PLURIGRID_LIFELINE=stdin) the runner's stdin is a pipe from its worker that is
+// never written to: it reaches end-of-file only when the worker is gone, and then the runner kills itself, so a
+// killed worker leaves no job running outside its time and memory limits. In a container stdin may be /dev/null,
+// so without that variable nothing watches it.
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { canonicalJson } from '../models/digest.ts';
 import { InputError, parseInput } from '../models/errors.ts';
 import { JobInput, type JobOutput } from '../models/job.ts';
-import { canonicalJson } from '../models/digest.ts';
 import { runEpoch } from '../sim/epoch.ts';
 
 export const DEFAULT_INPUT = '/input/job.json';
@@ -107,6 +113,32 @@ export function serve(): void {
   process.on('disconnect', () => process.exit(0));
 }
 
+/** Set by the process executors when the runner's stdin is its lifeline (see the top of this file). */
+export const LIFELINE_ENV = 'PLURIGRID_LIFELINE';
+
+// Runs on its own thread because a job runs synchronously on the main one, whose event loop would not see the
+// end-of-file before the job finished. SIGKILL, not exit: process.exit on a worker thread ends only that thread.
+const LIFELINE_WATCHER = `
+const { Socket } = require('node:net');
+const die = () => process.kill(process.pid, 'SIGKILL');
+const lifeline = new Socket({ fd: 0, readable: true, writable: false });
+lifeline.on('data', () => {});
+lifeline.once('end', die);
+lifeline.once('error', die);
+`;
+
+/** Dies with the parent once stdin, the lifeline pipe, reaches end-of-file; a no-op unless {@link LIFELINE_ENV} is set. */
+export function watchLifeline(): void {
+  if (process.env[LIFELINE_ENV] !== 'stdin') return;
+  // A small heap: the watcher holds one socket, and its memory counts against the job's limit (~2 MiB this way).
+  const watcher = new Worker(LIFELINE_WATCHER, {
+    eval: true,
+    resourceLimits: { maxOldGenerationSizeMb: 4 },
+  });
+  watcher.on('error', (e) => process.stderr.write(`warning: lifeline watcher failed: ${e.message}\n`));
+  watcher.unref();
+}
+
 export function main(argv: readonly string[]): number {
   try {
     const args = parseArgs(argv);
@@ -126,6 +158,7 @@ export function main(argv: readonly string[]): number {
 
 // Run only as a program, so tests can import main() without side effects.
 if (import.meta.main) {
+  watchLifeline();
   if (process.argv.includes('--serve')) serve();
   else process.exitCode = main(process.argv.slice(2));
 }

@@ -1,9 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE } from '../../src/cli/errors.ts';
+import { follow } from '../../src/cli/submit.ts';
+import { ApiClient } from '../../src/coordinator/client.ts';
+import type { StudyStatus } from '../../src/models/api.ts';
 import { EpochResult } from '../../src/models/result.ts';
 import { MECHANISMS } from '../../src/models/scenario.ts';
 
@@ -11,9 +16,17 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'bin', 'plurigrid.js');
 
 /** Async, so a test can keep a cluster's event loop running while the CLI talks to it. */
-function plurigridAsync(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function plurigridAsync(...args: string[]) {
+  return plurigridEnv({}, ...args);
+}
+
+/** {@link plurigridAsync} with extra environment variables. */
+function plurigridEnv(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -181,7 +194,7 @@ describe('plurigrid submit, status, workers, results against a running coordinat
         strip(readFileSync(join(dir, 'out', 'results.csv'), 'utf8')),
       );
       const missing = await plurigridAsync('status', 'nope', ...nats);
-      expect(missing.code).toBe(1);
+      expect(missing.code).toBe(EXIT_NOT_FOUND);
       expect(missing.stderr).toMatch(/no study nope/);
       const broken = await plurigridAsync('submit', 'test/fixtures/broken-scenario.json', ...nats);
       expect(broken.code).toBe(2);
@@ -191,9 +204,105 @@ describe('plurigrid submit, status, workers, results against a running coordinat
     }
   }, 90_000);
 
-  it('says how to start a coordinator when there is none', () => {
+  it('follows a study on its events, without polling its status every 250 ms', async () => {
+    const { Cluster, heavyScenario } = await import('./cluster.ts');
+    const cluster = await Cluster.up({ a: [] });
+    const status = vi.spyOn(ApiClient.prototype, 'status');
+    try {
+      // Seconds of work in one job: few transitions over a long time.
+      const reply = await cluster.submit({
+        study: {
+          name: 'slow',
+          scenario: heavyScenario(3000, 14),
+          runs: 4,
+          seed: 1,
+          sweep: [{ name: 'market.mechanism', values: ['none'] }],
+        },
+        target_job_seconds: 3600,
+      });
+      const seen: StudyStatus[] = [];
+      const started = performance.now();
+      const final = await follow(cluster.nc, cluster.api, reply.study_id, (s) => seen.push(s));
+      const elapsed = performance.now() - started;
+      expect(final.state).toBe('done');
+      expect(final.epochs.done).toBe(4);
+      expect(seen.at(-1)).toEqual(final);
+      expect(elapsed).toBeGreaterThan(3_000);
+      // Polling every 250 ms asks about elapsed/250 times; following the events, once per batch of job
+      // transitions (a few per job) plus the first and the last.
+      expect(status.mock.calls.length).toBeLessThan(elapsed / 250 / 2);
+    } finally {
+      status.mockRestore();
+      await cluster.stop();
+    }
+  }, 90_000);
+
+  it('says how to start a coordinator when there is none, exiting with the unavailable code', () => {
     const r = plurigrid('status', '--data-dir', tmp());
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(EXIT_UNAVAILABLE);
     expect(r.stderr).toMatch(/start a coordinator first/);
+  });
+});
+
+describe('exit codes and the environment', () => {
+  it('exits with the unavailable code when a NATS server answers but no coordinator does', async () => {
+    const { Cluster } = await import('./cluster.ts');
+    const cluster = await new Cluster().start();
+    try {
+      const r = await plurigridAsync('status', 'x', '--nats', cluster.nats.url);
+      expect(r.code, r.stderr).toBe(EXIT_UNAVAILABLE);
+      expect(r.stderr).toMatch(/no coordinator is answering/);
+      // The same server named by PLURIGRID_NATS_URL, which --help lists with the other variables.
+      const env = await plurigridEnv(
+        { PLURIGRID_NATS_URL: cluster.nats.url },
+        'status',
+        'x',
+        '--data-dir',
+        tmp(),
+      );
+      expect(env.code, env.stderr).toBe(EXIT_UNAVAILABLE);
+      expect(env.stderr).toMatch(/no coordinator is answering/);
+    } finally {
+      await cluster.stop();
+    }
+    const help = plurigrid('worker', '--help').stdout.replace(/\s+/g, ' ');
+    for (const v of ['PLURIGRID_NATS_URL', 'PLURIGRID_DATA_DIR', 'PLURIGRID_LOG'])
+      expect(help).toContain(`env: ${v}`);
+  }, 30_000);
+
+  it('exits with the unavailable code when nothing listens at the NATS URL', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const r = await plurigridAsync('workers', '--nats', `nats://127.0.0.1:${port}`);
+    expect(r.code, r.stderr).toBe(EXIT_UNAVAILABLE);
+    expect(r.stderr).toMatch(/cannot reach the NATS server/);
+  }, 30_000);
+
+  it('exits 2 for a --nats that is not a URL and a log level from the environment that is not one', () => {
+    const nats = plurigrid('status', '--nats', 'http://127.0.0.1:4222');
+    expect(nats.code).toBe(EXIT_USAGE);
+    expect(nats.stderr).toMatch(/"http:\/\/127\.0\.0\.1:4222" is not a NATS URL/);
+    const r = spawnSync(process.execPath, [cli, 'worker'], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, PLURIGRID_LOG: 'chatty' },
+    });
+    expect(r.status).toBe(EXIT_USAGE);
+    expect(r.stderr).toMatch(/'chatty' from env 'PLURIGRID_LOG' is invalid/);
+  });
+
+  it("rejects an unknown --executor for demo and worker with commander's message, before starting anything", () => {
+    for (const command of ['demo', 'worker']) {
+      const started = performance.now();
+      const r = plurigrid(command, '--executor', 'nonsense');
+      expect(r.code).toBe(EXIT_USAGE);
+      expect(r.stderr).toMatch(/argument 'nonsense' is invalid\. Allowed choices are auto, docker, process/);
+      expect(r.stdout).toBe('');
+      expect(performance.now() - started).toBeLessThan(10_000);
+    }
   });
 });

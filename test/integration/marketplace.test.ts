@@ -1,22 +1,23 @@
 import { createUser } from '@nats-io/nkeys';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { getStudyJobs, withState } from '../../src/coordinator/job-store.ts';
+import { getStudyJobs } from '../../src/coordinator/jobspecs.ts';
+import { jobKey } from '../../src/coordinator/store.ts';
 import { claimsOf, type JobResult } from '../../src/models/api.ts';
+import { digestOf } from '../../src/models/digest.ts';
 import { InputError } from '../../src/models/errors.ts';
-import type { JobRecord } from '../../src/models/job-record.ts';
+import { type JobRecord, StoredJobState } from '../../src/models/job-record.ts';
 import { Scenario } from '../../src/models/scenario.ts';
 import { Study } from '../../src/models/study.ts';
-import { digestOf } from '../../src/models/digest.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { expandStudy } from '../../src/study/expand.ts';
 import { connectNats } from '../../src/transport/connect.ts';
+import { identityFrom } from '../../src/transport/identity.ts';
 import { ensureResources } from '../../src/transport/resources.ts';
 import { subjects } from '../../src/transport/subjects.ts';
 import { WorkerAgent } from '../../src/worker/agent.ts';
 import { runJob } from '../../src/worker/epoch-runner.ts';
 import type { Executor } from '../../src/worker/executors/types.ts';
-import { identityFrom } from '../../src/transport/identity.ts';
 import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;
@@ -25,17 +26,23 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-/** A study's job records as stored: each job as submitted, with its KV state laid over it. */
+/**
+ * A study's job records as stored: each job as submitted (or, once the study ended, as archived), with its KV state
+ * laid over it while it runs.
+ */
 async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
   const resources = await ensureResources(c.nc);
-  const submitted = await getStudyJobs(resources, studyId);
+  const stored = await getStudyJobs(resources, studyId);
   return Promise.all(
-    submitted!.map(async (job) => {
-      const state = await resources.kv.jobs.get(job.job.job_id);
-      return withState(job, state?.json());
+    stored!.map(async (rec) => {
+      const state = await resources.kv.jobs.get(jobKey(rec));
+      return state?.operation === 'PUT' ? { ...StoredJobState.parse(state.json()), job: rec.job } : rec;
     }),
   );
 }
+
+/** Ended executions of a job, oldest first. */
+const ended = (job: JobRecord) => job.executions.filter((e) => e.ended !== null && e.ended !== 'ok');
 
 /**
  * A provider that cheats: it runs each job for real, then lowers the first epoch's reported load before handing the
@@ -166,7 +173,7 @@ describe('the marketplace loop', () => {
       'bill-sharing',
     ]);
     expect(await bad(huge)).toEqual([
-      expect.stringMatching(/^study\.runs: the study expands to 110000 epochs/),
+      'study.sweep: the sweep has 11 points × 10,000 runs = 110,000 epochs; the limit is 100,000',
     ]);
     expect(await bad({ study: smallStudy().study, scenario: {} })).toEqual([
       '(root): expected exactly one of "study" or "scenario"',
@@ -187,8 +194,8 @@ describe('faults', () => {
     const status = await cluster.waitForStudy(submitted.study_id, 90_000);
     expect(status.state).toBe('done');
     const [job] = await jobRecords(cluster, submitted.study_id);
-    expect(job!.history.map((h) => h.ended)).toEqual(['worker-lost']);
-    expect(job!.attempt).toBe(2);
+    expect(ended(job!).map((e) => e.ended)).toEqual(['worker-lost']);
+    expect(job!.attempts).toBe(2);
     const { rows } = await cluster.api.allResults(submitted.study_id);
     expect(rows).toHaveLength(1);
     expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
@@ -204,8 +211,8 @@ describe('faults', () => {
     const status = await cluster.waitForStudy(submitted.study_id, 60_000);
     expect(status.state).toBe('done');
     const [job] = await jobRecords(cluster, submitted.study_id);
-    expect(job!.history.map((h) => h.ended)).toEqual(['worker-lost']);
-    expect(job!.history[0]!.reason).toMatch(/no heartbeat|assignment lost/);
+    expect(ended(job!).map((e) => e.ended)).toEqual(['worker-lost']);
+    expect(ended(job!)[0]!.reason).toMatch(/no heartbeat|assignment lost/);
   }, 90_000);
 
   it('the coordinator killed and restarted mid-study: the study finishes, no epoch lost or counted twice', async () => {
@@ -258,7 +265,7 @@ describe('faults', () => {
     expect(status.state).toBe('failed');
     const [job] = await jobRecords(cluster, submitted.study_id);
     expect(job!.status).toBe('failed');
-    expect(job!.history.map((h) => h.ended)).toEqual(['oom', 'oom']);
+    expect(ended(job!).map((e) => e.ended)).toEqual(['oom', 'oom']);
     expect(status.failures[0]!.reasons.join(' ')).toMatch(/memory/);
   }, 90_000);
 
@@ -272,8 +279,8 @@ describe('faults', () => {
     const status = await cluster.waitForStudy(submitted.study_id, 60_000);
     expect(status.state).toBe('failed');
     const [job] = await jobRecords(cluster, submitted.study_id);
-    expect(job!.history.map((h) => h.ended)).toEqual(['timeout', 'timeout']);
-    expect(job!.history[0]!.reason).toMatch(/time/);
+    expect(ended(job!).map((e) => e.ended)).toEqual(['timeout', 'timeout']);
+    expect(ended(job!)[0]!.reason).toMatch(/time/);
   }, 90_000);
 });
 
@@ -307,10 +314,10 @@ describe('control', () => {
     const status = await cluster.waitForStudy(submitted.study_id, 60_000);
     expect(status.state).toBe('done');
     const [job] = await jobRecords(cluster, submitted.study_id);
-    expect(job!.history).toEqual([
+    expect(ended(job!)).toEqual([
       expect.objectContaining({ ended: 'cancelled', reason: 'worker draining: handed back' }),
     ]);
-    expect(job!.attempt).toBe(2);
+    expect(job!).toMatchObject({ attempts: 2, failures: 0 });
   }, 60_000);
 
   it('a provider that alters its results is caught by their digests; its jobs finish on an honest worker', async () => {
@@ -321,7 +328,7 @@ describe('control', () => {
       const req = { ...smallStudy(2, ['none']), max_attempts: 6 };
       const submitted = await cluster.submit(req);
       await until(
-        async () => (await jobRecords(cluster!, submitted.study_id)).some((j) => j.history.length > 0),
+        async () => (await jobRecords(cluster!, submitted.study_id)).some((j) => ended(j).length > 0),
         15_000,
         'a cheated attempt to be rejected',
       );
@@ -329,7 +336,7 @@ describe('control', () => {
       await cluster.startWorker('honest');
       expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
       await expectExactResults(cluster, submitted.study_id, req);
-      const rejected = (await jobRecords(cluster, submitted.study_id)).flatMap((j) => j.history);
+      const rejected = (await jobRecords(cluster, submitted.study_id)).flatMap(ended);
       expect(rejected.length).toBeGreaterThan(0);
       // Every attempt the cheater finished was rejected (one it was still running when stopped was handed back).
       const cheated = rejected.filter((h) => h.ended === 'rejected');
@@ -350,7 +357,8 @@ describe('control', () => {
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
     await jobRunning(cluster);
     const [job] = await jobRecords(cluster, submitted.study_id);
-    expect(job).toMatchObject({ status: 'assigned', attempt: 1 });
+    expect(job).toMatchObject({ status: 'assigned', attempts: 1 });
+    const running = job!.executions[0]!;
     // An impostor claims the running attempt finished with an output of its own making, under the worker's id.
     const output = { job_id: job!.job.job_id, results: [] };
     const forged: JobResult = {
@@ -374,17 +382,18 @@ describe('control', () => {
     const impostor = identityFrom(createUser());
     const { js } = await ensureResources(cluster.nc);
     await js.publish(
-      subjects.results(job!.worker_id!),
+      subjects.results(running.worker_id),
       JSON.stringify({
         batch_id: 'forged-1',
-        worker_id: job!.worker_id,
+        worker_id: running.worker_id,
         results: [forged],
         signature: impostor.sign(claimsOf([forged])),
       }),
     );
     expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
     const [done] = await jobRecords(cluster, submitted.study_id);
-    expect(done).toMatchObject({ status: 'done', attempt: 1, history: [] });
+    expect(done).toMatchObject({ status: 'done', attempts: 1, failures: 0 });
+    expect(ended(done!)).toEqual([]);
     const { rows } = await cluster.api.allResults(submitted.study_id);
     expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
     expect(cluster.log(cluster.coordinator!)).toMatch(/bad signature/);

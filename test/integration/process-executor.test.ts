@@ -1,7 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { canonicalJson } from '../../src/models/digest.ts';
 import { JobOutput } from '../../src/models/job.ts';
 import { createProcessExecutor } from '../../src/worker/executors/process.ts';
 import {
@@ -84,6 +87,27 @@ describe('process executor', () => {
     expect(r.exit_code).toBe(2);
     expect(r.stderr_tail).toContain('epochs[0].scenario.seed: expected number, got "abc"');
     expect(r.reason).toContain('exited with code 2');
+  });
+
+  it('runs as a container entrypoint: stdin /dev/null and no lifeline to watch', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plurigrid-entry-'));
+    const runner = fileURLToPath(new URL('../../src/worker/epoch-runner.ts', import.meta.url));
+    const input = join(dir, 'job.json');
+    const output = join(dir, 'results.json');
+    writeFileSync(input, canonicalJson(smallJob));
+    try {
+      const r = spawnSync(process.execPath, [runner, '--input', input, '--output', output], {
+        stdio: ['ignore', 'pipe', 'pipe'], // stdin is /dev/null, as in a container
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+        timeout: 30_000,
+      });
+      expect(r.status, r.stderr.toString()).toBe(0);
+      // Its progress lines and nothing else: no lifeline watcher, which would fail on /dev/null with a warning.
+      expect(r.stderr.toString().trim().split('\n')).toHaveLength(smallJob.epochs.length);
+      expect(readFileSync(output, 'utf8')).toBe(expectedOutput(smallJob));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('advertises no images', async () => {

@@ -1,3 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWarmProcessExecutor } from '../../src/worker/executors/process-pool.ts';
 import {
@@ -62,5 +67,89 @@ describe('warm process executor', () => {
     const runs = await Promise.all([1, 2, 3].map(() => executor.run(request(smallJob))));
     expect(runs.every((r) => r.status === 'ok')).toBe(true);
     expect(performance.now() - started).toBeLessThan(10_000);
+  });
+});
+
+/** Process stat fields after the command name: [0] state, [1] ppid, [11] utime, [12] stime (clock ticks). */
+function stat(pid: number): string[] | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
+/** Children of `pid`, from /proc (this kernel has no /proc/<pid>/task/<tid>/children). */
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((p) => stat(p)?.[1] === String(pid));
+}
+
+/** Running, not a zombie waiting to be reaped. */
+function alive(pid: number): boolean {
+  const s = stat(pid);
+  return s !== null && s[0] !== 'Z';
+}
+
+const cpuMs = (pid: number) => {
+  const s = stat(pid);
+  return s ? (Number(s[11]) + Number(s[12])) * 10 : 0;
+};
+
+async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('runners and their worker', () => {
+  it('every runner, warm or one-shot, dies within 2 s of its worker being SIGKILLed mid-job', async () => {
+    // A worker in miniature: a separate process with both process executors, each running the slow job.
+    const dir = mkdtempSync(join(tmpdir(), 'plurigrid-lifeline-'));
+    const src = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(
+      script,
+      `import { createWarmProcessExecutor } from ${src('../../src/worker/executors/process-pool.ts')};
+import { createProcessExecutor } from ${src('../../src/worker/executors/process.ts')};
+import { processRequest, slowJob } from ${src('../fixtures/jobs.ts')};
+const warm = createWarmProcessExecutor();
+const once = createProcessExecutor();
+for (const executor of [warm, once]) void executor.run(processRequest(slowJob));
+setInterval(() => {}, 1000);
+`,
+    );
+    let worker: ChildProcess | undefined;
+    let runners: number[] = [];
+    try {
+      worker = spawn(process.execPath, [script], { stdio: 'ignore' });
+      const pid = worker.pid!;
+      // Both runners busy in the job itself (past Node's start-up): the case where a runner cannot react to
+      // anything on its own event loop.
+      await until(
+        () => {
+          runners = childrenOf(pid);
+          return runners.length === 2 && runners.every((r) => cpuMs(r) >= 600);
+        },
+        30_000,
+        'two busy runners',
+      );
+      const exited = new Promise((r) => worker!.once('exit', r));
+      worker.kill('SIGKILL');
+      await exited;
+      const killedAt = Date.now();
+      await until(() => !runners.some(alive), 5_000, 'the runners to exit').catch(() => {});
+      expect(runners.filter(alive), 'runners alive 5 s after their worker was killed').toEqual([]);
+      expect(Date.now() - killedAt).toBeLessThan(2_000);
+    } finally {
+      worker?.kill('SIGKILL');
+      for (const r of runners) if (alive(r)) process.kill(r, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

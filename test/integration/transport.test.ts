@@ -17,6 +17,7 @@ import {
   encode,
   ensureResources,
   findNatsServer,
+  keepStreams,
   LARGE_OUTPUT_BYTES,
   MessageDecodeError,
   NATS_URL_ENV,
@@ -361,6 +362,45 @@ describe('transport on a real nats-server', () => {
       expect(info.state.subjects?.[subject]).toBe(2);
       await second.stop();
     } finally {
+      await nc.close();
+    }
+  });
+
+  it('recreates the memory-storage EVENTS stream after a server restart, and it takes events again', async () => {
+    const dir = await tempDir();
+    const first = await startServer(dir);
+    const nc = await within(connectNats({ url: first.url, name: 'keeper' }), 10_000, 'connect');
+    const { js, jsm } = await within(ensureResources(nc), 20_000, 'ensureResources');
+    const keeper = keepStreams(nc, jsm);
+    const statuses = nc.status();
+    const reconnected = (async () => {
+      for await (const s of statuses) if (s.type === 'reconnect') return;
+    })();
+    try {
+      await js.publish(subjects.studyEvents('s1'), encode({ before: true }), { timeout: 5_000 });
+      await within(first.stop(), 10_000, 'nats-server to stop');
+      const second = await startServer(dir, first.port);
+      // (A request made while disconnected waits out its whole timeout; ask only once the client is back.)
+      await within(reconnected, 10_000, 'the client to reconnect');
+
+      // nats-server 2.9 restores file streams only: the stream is back because keepStreams recreated it.
+      const back = await within(
+        (async () => {
+          for (;;) {
+            const info = await jsm.streams.info(STREAMS.events).catch(() => null);
+            if (info) return info;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        })(),
+        10_000,
+        'the EVENTS stream to exist again',
+      );
+      expect(back.config.storage).toBe('memory');
+      const ack = await js.publish(subjects.studyEvents('s1'), encode({ after: true }), { timeout: 5_000 });
+      expect(ack.stream).toBe(STREAMS.events);
+      await second.stop();
+    } finally {
+      keeper.stop();
       await nc.close();
     }
   });

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MECHANISMS, Scenario } from '../../src/models/scenario.ts';
 import { canonicalJson, digestOf } from '../../src/models/digest.ts';
+import { MECHANISMS, Scenario } from '../../src/models/scenario.ts';
 import { type IntervalTrace, runEpoch } from '../../src/sim/epoch.ts';
 import { baseScenario, parseScenario, scenarioArb } from './arbitraries.ts';
 

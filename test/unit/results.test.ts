@@ -4,10 +4,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { batchSigned, verifyResult } from '../../src/coordinator/verify.ts';
 import { claimsOf, type JobResult, ResultBatch } from '../../src/models/api.ts';
-import { type Job, jobInput, outputDigest } from '../../src/models/job.ts';
 import { canonicalJson, digestOf } from '../../src/models/digest.ts';
-import { runJob } from '../../src/worker/epoch-runner.ts';
+import { type Job, jobInput, outputDigest } from '../../src/models/job.ts';
 import { identityFrom } from '../../src/transport/identity.ts';
+import { runJob } from '../../src/worker/epoch-runner.ts';
 import { ResultBatcher } from '../../src/worker/result-batcher.ts';
 import { baseScenario, parseScenario } from './arbitraries.ts';
 

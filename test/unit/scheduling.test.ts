@@ -2,19 +2,21 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   accept,
-  assign,
   backoffMs,
   cancel,
   DEFAULT_RETRY,
-  endAttempt,
+  endExecution,
   expireQueued,
-  isCurrentAttempt,
+  failureReasons,
+  liveExecution,
   newJobRecord,
+  startExecution,
   workersToAvoid,
 } from '../../src/coordinator/job-state.ts';
 import { DEFAULT_PACK, packEpochs } from '../../src/coordinator/pack.ts';
 import { fillableSlots, type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
 import { Job, ResourceLimits } from '../../src/models/job.ts';
+import { MAX_ENDED_EXECUTIONS, StoredJobState } from '../../src/models/job-record.ts';
 import { Study } from '../../src/models/study.ts';
 import { expandStudy } from '../../src/study/expand.ts';
 import { baseScenario } from './arbitraries.ts';
@@ -43,52 +45,110 @@ describe('job state', () => {
     const q = newJobRecord(job(), 0, policy);
     expect(q.status).toBe('queued');
     expect(q.queue_deadline).toBe(5000);
-    const a = assign(q, 'w1', 10, 1000);
-    expect(a).toMatchObject({
-      status: 'assigned',
-      attempt: 1,
-      worker_id: 'w1',
-      lease_until: 1010,
-      queue_deadline: null,
-    });
-    expect(isCurrentAttempt(a, 1, 'w1')).toBe(true);
-    expect(isCurrentAttempt(a, 1, 'w2')).toBe(false);
-    expect(isCurrentAttempt(a, 2, 'w1')).toBe(false);
-    const d = accept(a, { seq: 7, attempt: 1, worker_id: 'w1', output_digest: 'x' }, 20);
-    expect(d).toMatchObject({ status: 'done', result: { seq: 7 } });
-    expect(() => assign(d, 'w2', 30, 1000)).toThrow(/done, not queued/);
+    const a = startExecution(q, 'w1', 10, 1000);
+    expect(a).toMatchObject({ status: 'assigned', attempts: 1, queue_deadline: null });
+    expect(a.executions).toEqual([
+      expect.objectContaining({ attempt: 1, worker_id: 'w1', lease_until: 1010, ended: null }),
+    ]);
+    expect(liveExecution(a, 1, 'w1')).toBeDefined();
+    expect(liveExecution(a, 1, 'w2')).toBeUndefined();
+    expect(liveExecution(a, 2, 'w1')).toBeUndefined();
+    const d = accept(a, 1, 'w1', { seq: 7, output_digest: 'x' }, 20);
+    expect(d).toMatchObject({ status: 'done', result: { seq: 7, attempt: 1, worker_id: 'w1' } });
+    expect(d.executions[0]).toMatchObject({ ended: 'ok', seq: 7, output_digest: 'x' });
+    expect(startExecution(d, 'w2', 30, 1000)).toBe(d);
+    // A second result for the same execution, or one for another worker, changes nothing.
+    expect(accept(d, 1, 'w1', { seq: 8, output_digest: 'y' }, 21)).toBe(d);
+    expect(endExecution(a, 1, 'w2', 'failed', null, 20, policy)).toBe(a);
   });
 
   it('backs off exponentially and fails after max attempts with every reason kept', () => {
     let r = newJobRecord(job(), 0, policy);
-    r = endAttempt(assign(r, 'w1', 0, 1000), 'oom', 'exceeded 64 MiB', 100, policy);
-    expect(r).toMatchObject({ status: 'queued', not_before: 200 });
-    r = endAttempt(assign(r, 'w2', 200, 1000), 'timeout', 'timed out after 1 s', 300, policy);
-    expect(r).toMatchObject({ status: 'queued', not_before: 500, attempt: 2 });
+    r = endExecution(startExecution(r, 'w1', 0, 1000), 1, 'w1', 'oom', 'exceeded 64 MiB', 100, policy);
+    expect(r).toMatchObject({ status: 'queued', not_before: 200, failures: 1 });
+    r = endExecution(
+      startExecution(r, 'w2', 200, 1000),
+      2,
+      'w2',
+      'timeout',
+      'timed out after 1 s',
+      300,
+      policy,
+    );
+    expect(r).toMatchObject({ status: 'queued', not_before: 500, attempts: 2 });
     expect(workersToAvoid(r)).toEqual(['w1', 'w2']);
-    r = endAttempt(assign(r, 'w3', 500, 1000), 'worker-lost', null, 600, policy);
+    r = endExecution(startExecution(r, 'w3', 500, 1000), 3, 'w3', 'worker-lost', null, 600, policy);
     expect(r.status).toBe('failed');
-    expect(r.history.map((h) => h.ended)).toEqual(['oom', 'timeout', 'worker-lost']);
+    expect(r.executions.map((e) => e.ended)).toEqual(['oom', 'timeout', 'worker-lost']);
+    expect(failureReasons(r)[0]).toBe('attempt 1: oom (exceeded 64 MiB)');
     expect(backoffMs(10, policy)).toBe(1000);
   });
 
-  it('does not count declines or drain hand-backs as attempts', () => {
+  it('does not count declines or drain hand-backs as attempts; repeated ones back off', () => {
     let r = newJobRecord(job(), 0, policy);
-    for (let i = 0; i < 5; i++) r = endAttempt(assign(r, `w${i}`, i, 10), 'declined', 'busy', i, policy);
-    expect(r.status).toBe('queued');
-    expect(r.not_before).toBe(4);
-    r = endAttempt(assign(r, 'w9', 9, 10), 'cancelled', 'worker draining', 9, policy);
+    const nb: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      r = endExecution(startExecution(r, `w${i}`, i, 10), i + 1, `w${i}`, 'declined', 'busy', 1000, policy);
+      nb.push(r.not_before - 1000);
+    }
+    expect(r).toMatchObject({ status: 'queued', failures: 0, free_ends: 5 });
+    // The first decline requeues at once; the next ones wait longer and longer.
+    expect(nb).toEqual([0, 100, 200, 400, 800]);
+    r = endExecution(startExecution(r, 'w9', 9, 10), 6, 'w9', 'cancelled', 'worker draining', 9, policy);
     expect(r.status).toBe('queued');
     expect(workersToAvoid(r)).toEqual([]);
+    // A counted end resets the run of free ones.
+    r = endExecution(startExecution(r, 'w9', 9, 10), 7, 'w9', 'cancelled', 'not asked for', 9, policy, {
+      counted: true,
+    });
+    expect(r).toMatchObject({ failures: 1, free_ends: 0 });
+  });
+
+  it('keeps a bounded history however often a job bounces', () => {
+    let r = newJobRecord(job(), 0, policy);
+    for (let i = 1; i <= 200; i++)
+      r = endExecution(startExecution(r, 'w', i, 10), i, 'w', 'declined', null, i, policy);
+    expect(r.attempts).toBe(200);
+    expect(r.executions).toHaveLength(MAX_ENDED_EXECUTIONS);
+    expect(r.executions.at(-1)!.attempt).toBe(200);
   });
 
   it('fails a job that waits past its queue timeout, and cancels any live job', () => {
     const q = newJobRecord(job(), 0, policy);
-    expect(expireQueued(q, 4999)).toBeUndefined();
-    expect(expireQueued(q, 5000)).toMatchObject({ status: 'failed' });
-    expect(cancel(assign(q, 'w', 0, 10), 1).status).toBe('cancelled');
-    const done = accept(assign(q, 'w', 0, 10), { seq: 1, attempt: 1, worker_id: 'w', output_digest: 'x' }, 1);
+    expect(expireQueued(q, 4999)).toBe(q);
+    expect(expireQueued(q, 5000)).toMatchObject({ status: 'failed', reason: /queue timeout/ });
+    const running = cancel(startExecution(q, 'w', 0, 10), 1);
+    expect(running.status).toBe('cancelled');
+    expect(running.executions[0]).toMatchObject({ ended: 'cancelled' });
+    const done = accept(startExecution(q, 'w', 0, 10), 1, 'w', { seq: 1, output_digest: 'x' }, 1);
     expect(cancel(done, 2)).toBe(done);
+  });
+
+  it('loads a record written before executions as one execution', () => {
+    const rec = newJobRecord(job(), 0, policy);
+    const {
+      job: _j,
+      executions: _e,
+      attempts: _a,
+      failures: _f,
+      free_ends: _fe,
+      reason: _r,
+      ...common
+    } = rec;
+    const old = {
+      ...common,
+      status: 'assigned',
+      attempt: 2,
+      worker_id: 'w2',
+      lease_until: 99,
+      history: [{ attempt: 1, worker_id: 'w1', ended: 'oom', reason: 'big', at: 5 }],
+    };
+    const state = StoredJobState.parse(old);
+    expect(state).toMatchObject({ status: 'assigned', attempts: 2, failures: 1 });
+    expect(state.executions).toEqual([
+      expect.objectContaining({ attempt: 1, worker_id: 'w1', ended: 'oom', reason: 'big' }),
+      expect.objectContaining({ attempt: 2, worker_id: 'w2', lease_until: 99, ended: null }),
+    ]);
   });
 
   it('never exceeds max attempts under any sequence of ends (property)', () => {
@@ -107,11 +167,12 @@ describe('job state', () => {
         let r = newJobRecord(job(), 0, p);
         for (const e of seq) {
           if (r.status !== 'queued') break;
-          r = endAttempt(assign(r, 'w', 0, 10), e, null, 0, p);
+          r = startExecution(r, 'w', 0, 10);
+          r = endExecution(r, r.attempts, 'w', e, null, 0, p);
         }
-        const counted = r.history.filter((h) => h.ended !== 'declined' && h.ended !== 'cancelled').length;
-        expect(counted).toBeLessThanOrEqual(max);
-        expect(r.status === 'failed').toBe(counted === max);
+        expect(r.failures).toBeLessThanOrEqual(max);
+        expect(r.status === 'failed').toBe(r.failures === max);
+        expect(r.executions.length).toBeLessThanOrEqual(MAX_ENDED_EXECUTIONS);
       }),
     );
   });
@@ -137,6 +198,7 @@ const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
   enqueued_at: 0,
   not_before: 0,
   avoid: [],
+  exclude: [],
   ...over,
 });
 
@@ -194,6 +256,13 @@ describe('placement', () => {
       )[0]!.worker_id,
     ).toBe('dear');
     expect(place([pending('j', { avoid: ['only'] })], [worker('only')], 0)[0]!.worker_id).toBe('only');
+  });
+
+  it('never places a job on a worker that already runs an execution of it (distinct workers)', () => {
+    expect(place([pending('j', { exclude: ['only'] })], [worker('only')], 0)).toEqual([]);
+    expect(place([pending('j', { exclude: ['a'] })], [worker('a'), worker('b')], 0)).toEqual([
+      { job_id: 'j', worker_id: 'b' },
+    ]);
   });
 
   it('places min(jobs, free slots) when everything fits (property)', () => {

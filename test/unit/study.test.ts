@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/models/errors.ts';
+import { InputError, parseInput } from '../../src/models/errors.ts';
 import { METRIC_NAMES } from '../../src/models/result.ts';
-import { Study } from '../../src/models/study.ts';
+import { MAX_EPOCHS_PER_STUDY, Study, studySize, studySizeProblem } from '../../src/models/study.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { aggregate, type EpochRow, summarise } from '../../src/study/aggregate.ts';
 import { expandStudy, runSeeds, sweepPoints } from '../../src/study/expand.ts';
@@ -9,6 +9,17 @@ import { parsePath, setAtPath } from '../../src/study/paths.ts';
 import { renderReport } from '../../src/study/report.ts';
 import { aggregateTable, longTable, toCsv, toJsonl } from '../../src/study/tables.ts';
 import { baseScenario } from './arbitraries.ts';
+
+/** The study schema's issues for `extra` over a valid study, as the CLI prints them. */
+function studyIssues(extra: Record<string, unknown>): string[] {
+  try {
+    parseInput(Study, { name: 'x', scenario: 'a.json', runs: 1, ...extra }, 'invalid study');
+  } catch (e) {
+    expect(e).toBeInstanceOf(InputError);
+    return [...(e as InputError).issues];
+  }
+  throw new Error('expected the study to be rejected');
+}
 
 const study = (extra: Partial<Study> = {}) =>
   Study.parse({
@@ -40,6 +51,24 @@ describe('paths', () => {
     expect(setAtPath(v, ['c', 'd'], 3)).toBeUndefined();
     expect(v).toEqual({ a: [{ b: 2 }], c: { d: 3 } });
     expect(setAtPath(v, ['a', 5, 'b'], 1)).toMatch(/a\[5\] does not exist/);
+  });
+
+  it('never reaches a prototype', () => {
+    for (const bad of [
+      '__proto__.polluted',
+      'constructor.prototype.polluted',
+      'a.__proto__',
+      'a[0].prototype',
+    ])
+      expect(parsePath(bad)).toBeUndefined();
+    const v: Record<string, unknown> = {};
+    expect(setAtPath(v, ['__proto__', 'polluted'], 1)).toMatch(/"__proto__" is never a scenario key/);
+    expect(setAtPath(v, ['constructor', 'prototype', 'polluted'], 1)).toMatch(/never a scenario key/);
+    // Inherited members are not walked into: `toString` is created as the object's own member.
+    expect(setAtPath(v, ['toString', 'x'], 1)).toBeUndefined();
+    expect(v).toEqual({ toString: { x: 1 } });
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.prototype.toString).not.toHaveProperty('x');
   });
 });
 
@@ -109,6 +138,92 @@ describe('expansion', () => {
     });
     expect(r.success).toBe(false);
     expect(r.error!.issues[0]!.path).toEqual(['sweep', 0, 'set', 'community.size']);
+  });
+});
+
+describe('sweep paths', () => {
+  it('refuses paths into prototypes, naming the axis, and leaves Object.prototype clean', () => {
+    const axes = [
+      { name: '__proto__.polluted', values: [1, 2] },
+      { name: 'pv', values: ['a'], set: { 'constructor.prototype.polluted': [1] } },
+    ];
+    expect(studyIssues({ sweep: axes })).toEqual([
+      'sweep[0].name: "__proto__.polluted" is not a scenario path ("__proto__" is never a scenario key)',
+      'sweep[1].set["constructor.prototype.polluted"]: "constructor.prototype.polluted" is not a scenario path ("constructor" is never a scenario key)',
+    ]);
+    // expandStudy is safe on its own too (a study that skipped the schema).
+    const unchecked = { name: 'x', scenario: 'a.json', runs: 1, seed: 0, sweep: axes } as Study;
+    expect(() => expandStudy(unchecked, baseScenario())).toThrow(
+      /sweep\[0\]\.name: "__proto__\.polluted" is not/,
+    );
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.prototype).not.toHaveProperty('polluted');
+  });
+
+  it('refuses an axis that sets the seed: runs get their seeds from the study', () => {
+    const [plain, zipped] = [
+      studyIssues({ sweep: [{ name: 'seed', values: [1, 2, 3] }] }),
+      studyIssues({ sweep: [{ name: 's', values: [1, 2], set: { seed: [1, 2] } }] }),
+    ];
+    expect(plain).toEqual([
+      expect.stringMatching(/^sweep\[0\]\.name: "seed" cannot be swept: .*"seed" and "runs"/),
+    ]);
+    expect(zipped).toEqual([expect.stringMatching(/^sweep\[0\]\.set\.seed: "seed" cannot be swept/)]);
+    const unchecked = {
+      name: 'x',
+      scenario: 'a.json',
+      runs: 1,
+      seed: 0,
+      sweep: [{ name: 'seed', values: [1, 2, 3] }],
+    };
+    expect(() => expandStudy(unchecked as Study, baseScenario())).toThrow(/"seed" cannot be swept/);
+  });
+
+  it('refuses a base scenario nested too deep instead of overflowing the stack', () => {
+    let deep: unknown = {};
+    for (let i = 0; i < 20_000; i++) deep = { a: deep };
+    expect(() => expandStudy(study(), { ...baseScenario(), deep })).toThrow(
+      /scenario\.deep(\.a)+: nested deeper than 64 levels/,
+    );
+  });
+});
+
+describe('study size', () => {
+  const axes = (...lengths: number[]) =>
+    lengths.map((n, i) => ({
+      name: `community.archetypes[${i}].share`,
+      values: Array.from({ length: n }, () => 1),
+    }));
+  // Sizing reads only the lengths, so vast axes need not exist.
+  const sized = (...lengths: number[]) =>
+    lengths.map((n, i) => ({ name: `a${i}`, values: { length: n } as unknown as number[] }));
+
+  it('is the product of the axes’ lengths and runs; the schema enforces the coordinator’s limit', () => {
+    expect(MAX_EPOCHS_PER_STUDY).toBe(100_000);
+    expect(studySize({ runs: 3, sweep: axes(2, 5) })).toBe(30);
+    expect(studySize({ runs: 7, sweep: [] })).toBe(7);
+    expect(studySizeProblem({ runs: 10_000, sweep: axes(10) })).toBeUndefined();
+    expect(studyIssues({ runs: 10_000, sweep: axes(11) })).toEqual([
+      'sweep: the sweep has 11 points × 10,000 runs = 110,000 epochs; the limit is 100,000',
+    ]);
+  });
+
+  it('names runs only when they alone exceed the limit', () => {
+    expect(studySizeProblem({ runs: 500, sweep: axes(2) }, 100)).toEqual({
+      path: 'runs',
+      message: '500 runs exceed the limit of 100 epochs per study',
+    });
+    expect(studySizeProblem({ runs: 60, sweep: axes(2) }, 100)?.path).toBe('sweep');
+  });
+
+  it('never overflows into Infinity or an inexact count', () => {
+    const vast = sized(...Array.from({ length: 400 }, () => 10));
+    expect(studySize({ runs: 1, sweep: vast })).toBe(Number.POSITIVE_INFINITY);
+    expect(studySize({ runs: 3, sweep: sized(2 ** 26, 2 ** 26) })).toBe(Number.POSITIVE_INFINITY);
+    const problem = studySizeProblem({ runs: 2, sweep: vast })!;
+    expect(problem.message).toBe(
+      'the sweep has more than 9,007,199,254,740,991 points over 400 axes × 2 runs = more than 9,007,199,254,740,991 epochs; the limit is 100,000',
+    );
   });
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InputError, parseInput } from '../../src/models/errors.ts';
+import { ResourceLimits } from '../../src/models/job.ts';
 import { Scenario } from '../../src/models/scenario.ts';
 import { baseScenario } from './arbitraries.ts';
 
@@ -109,5 +110,30 @@ describe('scenario validation', () => {
     expect(problems(input)).toEqual([
       expect.stringMatching(/^time\.interval_minutes: expected a divisor of 1440/),
     ]);
+  });
+
+  it('shows a number too large for a double as Infinity, not null', () => {
+    const input = JSON.parse(JSON.stringify(baseScenario()).replace('"latitude":45', '"latitude":1e400'));
+    expect(problems(input)).toEqual(['location.latitude: expected a finite number, got Infinity']);
+    const nested = baseScenario() as Record<string, unknown>;
+    nested.location = [Number.NaN, -Infinity];
+    expect(problems(nested)).toEqual(['location: expected object, got ["NaN","-Infinity"]']);
+  });
+
+  it('shows a value nested too deep to print without overflowing the stack', () => {
+    let deep: unknown = [];
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    expect(problems(baseScenario({ name: deep as string }))).toEqual(['name: expected string, got a list']);
+  });
+});
+
+describe('resource limits', () => {
+  it('refuses a CPU share Docker would round to 0 (unlimited)', () => {
+    expect(() => parseInput(ResourceLimits, { cpus: 1e-12 }, 'invalid limits', 'limits')).toThrow(
+      /limits\.cpus: expected a number ≥ 0\.01, got 1e-12/,
+    );
+    // Docker's NanoCpus is Math.round(cpus × 1e9); its smallest accepted value is 1e7 (0.01 CPU).
+    const least = ResourceLimits.parse({ cpus: 0.01 }).cpus;
+    expect(Math.round(least * 1e9)).toBeGreaterThanOrEqual(1e7);
   });
 });

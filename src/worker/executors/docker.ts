@@ -5,9 +5,9 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
+import { canonicalJson } from '../../models/digest.ts';
 import type { ExecStatus } from '../../models/execution.ts';
 import type { ResourceLimits } from '../../models/job.ts';
-import { canonicalJson } from '../../models/digest.ts';
 import { abortReason, isHeapOutOfMemory, lastLine } from './process.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, tail } from './types.ts';
 

@@ -6,7 +6,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { ExecStatus } from '../../models/execution.ts';
-import type { ServeReply } from '../epoch-runner.ts';
+import { LIFELINE_ENV, type ServeReply } from '../epoch-runner.ts';
 import { abortReason, heapLimitMb, isHeapOutOfMemory, lastLine, residentMb, TailBuffer } from './process.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, tail } from './types.ts';
 
@@ -61,8 +61,10 @@ export function createWarmProcessExecutor(options: WarmProcessOptions = {}): Exe
       execPath: nodePath,
       execArgv: [`--max-old-space-size=${heapMb}`],
       // A clean environment: nothing from ours (NODE_OPTIONS, test loaders, secrets) leaks into the job.
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC' },
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC', [LIFELINE_ENV]: 'stdin' },
+      // stdin is the runner's lifeline (see epoch-runner): the IPC channel's 'disconnect' reaches only an idle
+      // runner, while the end of this pipe is seen mid-job too, so a runner dies with this process however it dies.
+      stdio: ['pipe', 'ignore', 'pipe', 'ipc'],
       serialization: 'json',
     });
     const runner: Runner = {

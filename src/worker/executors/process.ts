@@ -6,9 +6,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { canonicalJson } from '../../models/digest.ts';
 import type { ExecStatus } from '../../models/execution.ts';
 import type { ResourceLimits } from '../../models/job.ts';
-import { canonicalJson } from '../../models/digest.ts';
+import { LIFELINE_ENV } from '../epoch-runner.ts';
 import { type ExecOutcome, type ExecRequest, type Executor, TAIL_BYTES, tail } from './types.ts';
 
 export interface ProcessExecutorOptions {
@@ -122,11 +123,13 @@ export function createProcessExecutor(options: ProcessExecutorOptions = {}): Exe
           '--output',
           output,
         ],
-        // A clean environment: nothing from ours (NODE_OPTIONS, test loaders, secrets) leaks into the job.
         {
           cwd: dir,
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC' },
-          stdio: ['ignore', 'pipe', 'pipe'],
+          // A clean environment: nothing from ours (NODE_OPTIONS, test loaders, secrets) leaks into the job.
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC', [LIFELINE_ENV]: 'stdin' },
+          // stdin is the runner's lifeline: never written, it ends only when this process dies (even by SIGKILL),
+          // and then the runner kills itself rather than run on outside our time and memory limits.
+          stdio: ['pipe', 'pipe', 'pipe'],
         },
       );
       const stdout = new TailBuffer();

@@ -1,0 +1,197 @@
+import { errors, type NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { type Assignment, AssignReply, type AssignRequest, type CancelJob } from '../models/api.ts';
+import { decode } from '../transport/connect.ts';
+import { subjects } from '../transport/subjects.ts';
+import type { Clock } from './clock.ts';
+import { endExecution, expireQueued, type RetryPolicy, startExecution } from './job-state.ts';
+import type { Placement } from './placement.ts';
+import type { Action } from './reconcile.ts';
+import type { Commit, StateStore } from './store.ts';
+import type { WorkerRegistry } from './workers.ts';
+
+/** Assignment requests stay well under NATS's 1 MiB message limit. */
+const MAX_ASSIGN_BYTES = 512 * 1024;
+const encoder = new TextEncoder();
+
+export interface DispatchDeps {
+  nc: NatsConnection;
+  store: StateStore;
+  registry: WorkerRegistry;
+  clock: Clock;
+  retry: RetryPolicy;
+  /** Added to a job's timeout to form its lease: room for container start-up and result upload. */
+  leaseGraceMs: number;
+  /** How long a worker has to answer an assignment. */
+  assignTimeoutMs: number;
+  log: Logger;
+  /** Closes a study whose jobs all ended. */
+  close(studyId: string): Promise<void>;
+  /** Sends the events of what was just stored along with the next request. */
+  flushEvents(): void;
+}
+
+/**
+ * The single applier of the scheduler's plans: reclaims and expiries through `store.update`, then placements as
+ * executions recorded in the store before the worker is asked to take them (one request per worker and round), and
+ * the worker's answers. Cancels to workers follow from committed changes (an execution ended under a worker that
+ * may still run it), never ride along on a save.
+ */
+export class Dispatcher {
+  /** Jobs being assigned right now, and to which worker (counted against its slots until recorded). */
+  readonly inflight = new Map<string, string>();
+  private readonly d: DispatchDeps;
+
+  constructor(deps: DispatchDeps) {
+    this.d = deps;
+  }
+
+  /** Applies reconciler actions. */
+  async apply(actions: readonly Action[]): Promise<void> {
+    const { store, clock, retry } = this.d;
+    await Promise.all(
+      actions.map(async (a) => {
+        if (a.kind === 'close') return this.d.close(a.study_id);
+        if (a.kind === 'expire')
+          return void (await store.update(a.job_id, (r) => expireQueued(r, clock.now())));
+        this.d.log.warn(
+          { job_id: a.job_id, attempt: a.attempt, worker_id: a.worker_id, ended: a.ended },
+          a.reason,
+        );
+        await store.update(a.job_id, (r) =>
+          endExecution(r, a.attempt, a.worker_id, a.ended, a.reason, clock.now(), retry),
+        );
+      }),
+    );
+  }
+
+  /** Places jobs: one assignment request per worker. */
+  async place(placements: readonly Placement[]): Promise<void> {
+    const perWorker = new Map<string, string[]>();
+    for (const p of placements) {
+      const list = perWorker.get(p.worker_id);
+      if (list) list.push(p.job_id);
+      else perWorker.set(p.worker_id, [p.job_id]);
+    }
+    await Promise.all([...perWorker].map(([w, ids]) => this.assign(w, ids)));
+  }
+
+  /**
+   * Records the executions, then asks the worker to take them in one request. A decline puts a job back in the queue
+   * without using up an attempt; a worker nobody answers for (no responders) is lost: its executions end as such
+   * (which counts and backs off) and it gets nothing more until it is heard from again. A request that times out
+   * leaves its executions to the reconciler (the worker may have taken them).
+   */
+  private async assign(workerId: string, jobIds: readonly string[]): Promise<void> {
+    const { store, clock } = this.d;
+    for (const id of jobIds) this.inflight.set(id, workerId);
+    try {
+      const leased = await Promise.all(
+        jobIds.map((id) =>
+          store
+            .update(id, (r) =>
+              startExecution(r, workerId, clock.now(), r.job.limits.timeout_s * 1000 + this.d.leaseGraceMs),
+            )
+            .catch((e) => {
+              this.d.log.error({ job_id: id, err: (e as Error).message }, 'execution not recorded');
+              return undefined;
+            }),
+        ),
+      );
+      const assignments: Assignment[] = [];
+      for (const rec of leased) {
+        const e = rec?.executions.at(-1);
+        if (rec?.status === 'assigned' && e?.worker_id === workerId && e.ended === null)
+          assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until });
+      }
+      this.d.flushEvents(); // in the same socket write as the request
+      for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) await this.request(workerId, batch);
+    } finally {
+      for (const id of jobIds) this.inflight.delete(id);
+    }
+  }
+
+  private async request(workerId: string, batch: Assignment[]): Promise<void> {
+    const { store, clock, retry, log } = this.d;
+    const ended = new Map<string, { ended: 'declined' | 'worker-lost'; reason: string }>();
+    try {
+      const msg = await this.d.nc.request(
+        subjects.assign(workerId),
+        encoder.encode(JSON.stringify({ assignments: batch } satisfies AssignRequest)),
+        { timeout: this.d.assignTimeoutMs },
+      );
+      const reply = decode(msg.data, AssignReply, 'assign reply');
+      const answered = new Map(reply.answers.map((a) => [`${a.job_id}#${a.attempt}`, a]));
+      for (const a of batch) {
+        const answer = answered.get(`${a.job.job_id}#${a.attempt}`);
+        if (!answer?.accepted)
+          ended.set(a.job.job_id, { ended: 'declined', reason: answer?.reason ?? 'no answer for this job' });
+      }
+    } catch (err) {
+      if (err instanceof errors.RequestError && err.isNoResponders()) {
+        log.warn({ worker_id: workerId, jobs: batch.length }, 'worker does not answer assignments: lost');
+        this.d.registry.markLost(workerId);
+        for (const a of batch)
+          ended.set(a.job.job_id, { ended: 'worker-lost', reason: `${workerId} is not listening` });
+      } else {
+        log.warn(
+          { worker_id: workerId, err: (err as Error).message },
+          'assignment unanswered; left to the reconciler',
+        );
+      }
+    }
+    await Promise.all(
+      batch
+        .filter((a) => ended.has(a.job.job_id))
+        .map((a) => {
+          const why = ended.get(a.job.job_id)!;
+          return store
+            .update(a.job.job_id, (r) =>
+              endExecution(r, a.attempt, workerId, why.ended, why.reason, clock.now(), retry),
+            )
+            .catch((e) =>
+              log.error({ job_id: a.job.job_id, err: (e as Error).message }, 'decline not recorded'),
+            );
+        }),
+    );
+  }
+
+  /** An execution ended while its worker may still run it (cancelled, reclaimed): tell the worker to stop. */
+  readonly onCommit = (c: Commit): void => {
+    if (c.kind !== 'job') return;
+    for (const e of c.before.executions) {
+      if (e.ended !== null) continue;
+      const now = c.after.executions.find((x) => x.attempt === e.attempt);
+      const why = now?.ended ?? (c.after.status === 'cancelled' ? 'cancelled' : null);
+      if (why !== 'cancelled' && why !== 'lease-expired' && why !== 'worker-lost') continue;
+      try {
+        this.d.nc.publish(
+          subjects.cancel(e.worker_id),
+          JSON.stringify({ job_id: c.id, attempt: e.attempt } satisfies z.infer<typeof CancelJob>),
+        );
+      } catch {
+        // The connection is closing; the worker's own lease and our reconciler cover it.
+      }
+    }
+  };
+}
+
+/** Splits items into runs whose JSON stays under `limit` bytes (an item bigger than that goes alone). */
+export function byteBatches<T>(items: readonly T[], limit: number): T[][] {
+  const out: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = JSON.stringify(item).length;
+    if (batch.length > 0 && bytes + size > limit) {
+      out.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(item);
+    bytes += size;
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}

@@ -1,0 +1,65 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { JobEvent, JobEvents, StudyEvent } from '../models/api.ts';
+import { subjects } from '../transport/subjects.ts';
+import type { Clock } from './clock.ts';
+import type { Commit } from './store.ts';
+
+/**
+ * The live feed, derived from the store's commits (as Nomad derives its events from state changes): a job's status
+ * change becomes a JobEvent, batched per study and turn of the event loop into one message; a study's state change
+ * becomes a StudyEvent. Publishing is fire-and-forget: the states they announce are stored.
+ */
+export class EventPublisher {
+  private readonly pending = new Map<string, JobEvent[]>();
+  private readonly nc: NatsConnection;
+  private readonly clock: Clock;
+
+  constructor(nc: NatsConnection, clock: Clock) {
+    this.nc = nc;
+    this.clock = clock;
+  }
+
+  readonly onCommit = (c: Commit): void => {
+    if (c.kind === 'study') {
+      if (c.before?.state !== c.after.state)
+        this.studyEvent({ study_id: c.id, state: c.after.state, at: this.clock.now() });
+      return;
+    }
+    if (c.before.status === c.after.status && c.before.attempts === c.after.attempts) return;
+    const rec = c.after;
+    const last = rec.executions.at(-1);
+    const ev: JobEvent = {
+      job_id: c.id,
+      status: rec.status,
+      attempt: rec.attempts,
+      worker_id: last?.ended === null ? last.worker_id : null,
+      epochs: rec.job.epochs.length,
+      reason: rec.reason ?? (last?.ended !== 'ok' ? (last?.reason ?? null) : null),
+      at: this.clock.now(),
+    };
+    // Flushed with the writes of the batch that caused them (see `flush` calls), else at the end of this turn.
+    if (this.pending.size === 0) setImmediate(() => this.flush());
+    const list = this.pending.get(rec.job.study_id);
+    if (list) list.push(ev);
+    else this.pending.set(rec.job.study_id, [ev]);
+  };
+
+  studyEvent(ev: StudyEvent): void {
+    this.publish(subjects.studyEvents(ev.study_id), ev);
+  }
+
+  flush(): void {
+    for (const [studyId, events] of this.pending) {
+      this.publish(subjects.jobEvents(studyId), { study_id: studyId, events } satisfies JobEvents);
+    }
+    this.pending.clear();
+  }
+
+  private publish(subject: string, body: unknown): void {
+    try {
+      this.nc.publish(subject, JSON.stringify(body));
+    } catch {
+      // The connection is closing: the feed is live only, and what it announces is stored.
+    }
+  }
+}

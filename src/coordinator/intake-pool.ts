@@ -1,0 +1,52 @@
+import { Piscina } from 'piscina';
+import type { SubmitRequest } from '../models/api.ts';
+import { InputError } from '../models/errors.ts';
+import { buildSubmission, type Submission } from './intake.ts';
+import type { RetryPolicy } from './job-state.ts';
+import { decodeStudyJobs, type StudyJobs } from './jobspecs.ts';
+
+export interface IntakeContext {
+  studyId: string;
+  image: string;
+  now: number;
+  retry: RetryPolicy;
+}
+
+/** Expands submits into study records and jobs. */
+export interface Intake {
+  build(req: SubmitRequest, ctx: IntakeContext): Promise<Submission>;
+  close(): Promise<void>;
+}
+
+/**
+ * Expansion off the main thread: a 100,000-epoch study takes seconds of CPU (a digest per epoch), which on the main
+ * thread would hold up heartbeats and results. A worker thread expands it and sends back the compact stored form
+ * (each sweep point's scenario once), which is small to copy across and rebuilds into jobs that share their point's
+ * scenario parts.
+ */
+export function threadIntake(): Intake {
+  const pool = new Piscina({
+    filename: new URL('./intake-thread.ts', import.meta.url).href,
+    minThreads: 0,
+    maxThreads: 1,
+    idleTimeout: 30_000,
+  });
+  return {
+    async build(req, ctx) {
+      const out = (await pool.run({ req, ctx })) as
+        | { ok: true; study: Submission['study']; jobs: StudyJobs }
+        | { ok: false; what: string; issues: string[] };
+      if (!out.ok) throw new InputError(out.what, out.issues);
+      return { study: out.study, jobs: decodeStudyJobs(out.jobs) };
+    },
+    close: () => pool.destroy(),
+  };
+}
+
+/** Expansion on the calling thread (tests and tools that submit small studies). */
+export function inlineIntake(): Intake {
+  return {
+    build: async (req, ctx) => buildSubmission(req, ctx),
+    close: async () => {},
+  };
+}

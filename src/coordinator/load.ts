@@ -1,0 +1,104 @@
+import type { Logger } from 'pino';
+import { type JobRecord, StoredJobState } from '../models/job-record.ts';
+import { StoredStudyRecord, type StudyRecord } from '../models/study-record.ts';
+import type { Resources } from '../transport/resources.ts';
+import { getStudyJobs } from './jobspecs.ts';
+import { readAll } from './kv-read.ts';
+
+export interface Entry<T> {
+  rec: T;
+  /** KV revision; 0 for a job whose state has not been written yet (it is still as submitted). */
+  rev: number;
+}
+
+export interface LoadedState {
+  studies: Map<string, Entry<StudyRecord>>;
+  /** Jobs of live studies, as submitted with their stored states laid over them. */
+  jobs: Map<string, Entry<JobRecord>>;
+  live: number;
+  /** Archived studies whose job states are still in KV (a crash between archiving and purging). */
+  stale: Set<string>;
+}
+
+const decoder = new TextDecoder();
+
+function safeJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Reads the coordinator's state in bulk: every study record and every job state with one KV watch each (never one
+ * read per key), and one jobspecs object per live study, several at a time. Archived studies cost their record only.
+ */
+export async function readState(
+  r: Pick<Resources, 'jobspecs'> & { kv: Pick<Resources['kv'], 'jobs' | 'studies'> },
+  log: Logger,
+): Promise<LoadedState> {
+  const studies = new Map<string, Entry<StudyRecord>>();
+  for (const e of await readAll(r.kv.studies)) {
+    const parsed = StoredStudyRecord.safeParse(safeJson(e.value));
+    if (parsed.success) studies.set(e.key, { rec: parsed.data, rev: e.revision });
+    else log.error({ study_id: e.key }, 'study record unreadable; skipped');
+  }
+  const states = new Map<string, { value: Uint8Array; revision: number }>();
+  const stale = new Set<string>();
+  for (const e of await readAll(r.kv.jobs)) {
+    const dot = e.key.indexOf('.');
+    const jobId = dot < 0 ? e.key : e.key.slice(dot + 1); // keys written before states sat under their study
+    states.set(jobId, e);
+    const studyId = dot < 0 ? jobId.slice(0, jobId.lastIndexOf('-')) : e.key.slice(0, dot);
+    if (studies.get(studyId)?.rec.summary) stale.add(studyId);
+  }
+  const jobs = new Map<string, Entry<JobRecord>>();
+  const live = [...studies.values()].filter((e) => e.rec.summary === null).map((e) => e.rec);
+  await inBatches(live, 8, async (study) => {
+    const submitted = await getStudyJobs(r, study.study_id).catch((e) => {
+      log.error({ study_id: study.study_id, err: (e as Error).message }, 'jobs of study unreadable');
+      return null;
+    });
+    if (!submitted) {
+      log.error({ study_id: study.study_id }, 'study has no stored jobs; skipped');
+      studies.delete(study.study_id);
+      return;
+    }
+    for (const job of submitted) {
+      const id = job.job.job_id;
+      const state = states.get(id);
+      if (!state) {
+        jobs.set(id, { rec: job, rev: 0 });
+        continue;
+      }
+      const parsed = StoredJobState.safeParse(safeJson(state.value));
+      if (parsed.success) jobs.set(id, { rec: { ...parsed.data, job: job.job }, rev: state.revision });
+      else log.error({ job_id: id }, 'job state unreadable; skipped');
+    }
+  });
+  return { studies, jobs, live: live.length, stale };
+}
+
+/** jobspecs objects whose study record never appeared (a submit that died in between), after a minute. */
+export async function removeOrphans(
+  r: Pick<Resources, 'jobspecs'>,
+  known: (studyId: string) => boolean,
+  now: number,
+  log: Logger,
+): Promise<void> {
+  for (const info of await r.jobspecs.list().catch(() => [])) {
+    if (known(info.name) || Date.parse(info.mtime) > now - 60_000) continue;
+    log.warn({ study_id: info.name }, 'removing the jobs of a study that was never stored');
+    await r.jobspecs.delete(info.name).catch(() => {});
+  }
+}
+
+async function inBatches<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}

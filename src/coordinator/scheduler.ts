@@ -1,0 +1,151 @@
+import type { Logger } from 'pino';
+import type { StudyRecord } from '../models/study-record.ts';
+import type { Clock } from './clock.ts';
+import type { Dispatcher } from './dispatch.ts';
+import { isTerminal, liveExecutions, workersToAvoid } from './job-state.ts';
+import { fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
+import { reconcile } from './reconcile.ts';
+import type { StateStore } from './store.ts';
+import type { WorkerRegistry } from './workers.ts';
+
+export interface SchedulerDeps {
+  store: StateStore;
+  registry: WorkerRegistry;
+  dispatch: Dispatcher;
+  clock: Clock;
+  missedHeartbeats: number;
+  tickMs: number;
+  log: Logger;
+}
+
+/** A timer tick this much later than due means the coordinator itself was paused (a long task, a stopped VM). */
+const PAUSE_MS = 1000;
+
+/**
+ * The scheduling loop: kicked by commits, joins and a timer, it takes a snapshot, reconciles, places and hands the
+ * plan to the dispatcher. Rounds never overlap; kicks during a round coalesce into one more. It also notices its own
+ * pauses: liveness is then judged afresh, so workers are not blamed for heartbeats the coordinator could not handle.
+ */
+export class Scheduler {
+  private timer: NodeJS.Timeout | undefined;
+  private round: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private livenessFrom = 0;
+  private lastTick = 0;
+  private lastSweep = 0;
+  private absent = new Map<string, number>();
+  private readonly d: SchedulerDeps;
+
+  constructor(deps: SchedulerDeps) {
+    this.d = deps;
+    // Nobody has been heard from yet: liveness is judged from now on.
+    this.livenessFrom = deps.clock.now();
+  }
+
+  start(): void {
+    this.livenessFrom = this.d.clock.now();
+    this.lastTick = performance.now();
+    this.timer = setInterval(() => this.tick(), this.d.tickMs);
+    void this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.round;
+  }
+
+  /** The timer: a round, and a check for a pause of our own (on the monotonic clock: it is about this process). */
+  private tick(): void {
+    const mono = performance.now();
+    if (mono - this.lastTick > PAUSE_MS + this.d.tickMs) {
+      const paused = Math.round(mono - this.lastTick);
+      this.d.log.warn({ paused_ms: paused }, 'coordinator was paused; judging worker liveness afresh');
+      this.livenessFrom = this.d.clock.now();
+    }
+    this.lastTick = mono;
+    void this.kick();
+  }
+
+  /** Asks for a round soon; resolves when the round it joins (or starts) is over. */
+  kick(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.round) {
+      this.again = true;
+      return this.round;
+    }
+    this.round = this.runRound()
+      .catch((e) => this.d.log.error({ err: (e as Error).message }, 'scheduling round failed'))
+      .finally(() => {
+        this.round = undefined;
+        if (this.again) {
+          this.again = false;
+          setImmediate(() => void this.kick());
+        }
+      });
+    return this.round;
+  }
+
+  /** One round: reconcile, then place what capacity allows. */
+  async runRound(): Promise<void> {
+    const { store, registry, dispatch, clock } = this.d;
+    const now = clock.now();
+    const assigned = [...store.assigned()].map((id) => store.job(id)!);
+    // Queue timeouts and studies left open by a crash need no precision: a sweep four times a second.
+    const sweep = now - this.lastSweep >= 250;
+    if (sweep) this.lastSweep = now;
+    const settled: StudyRecord[] = [];
+    if (sweep) {
+      for (const s of store.allStudies())
+        if (s.state === 'running' && store.liveJobs(s.study_id) === 0) settled.push(s);
+    }
+    const plan = reconcile({
+      now,
+      assigned,
+      queued: sweep ? store.queue() : [],
+      settled,
+      workers: registry.liveness(),
+      liveness_from: this.livenessFrom,
+      missed_heartbeats: this.d.missedHeartbeats,
+      absent_since: this.absent,
+      inflight: new Set(dispatch.inflight.keys()),
+    });
+    this.absent = plan.absent_since;
+    const reconciling = dispatch.apply(plan.actions);
+
+    // Capacity from our own records of what runs where, which are current; adverts can be a second old.
+    const busy = new Map<string, number>();
+    const count = (w: string) => busy.set(w, (busy.get(w) ?? 0) + 1);
+    for (const rec of assigned) for (const e of liveExecutions(rec)) count(e.worker_id);
+    for (const [id, w] of dispatch.inflight) if (!store.assigned().has(id)) count(w);
+    const views: WorkerView[] = [];
+    let free = 0;
+    for (const { ad } of registry.live(now)) {
+      const slotsFree = ad.draining
+        ? 0
+        : fillableSlots(ad.slots, Math.max(0, ad.slots - (busy.get(ad.worker_id) ?? 0)));
+      free += slotsFree;
+      views.push({ ...ad, slots_free: slotsFree });
+    }
+    if (free > 0) {
+      const pending: PendingJob[] = [];
+      for (const rec of store.queue()) {
+        if (pending.length >= free * 4) break;
+        if (rec.not_before > now || dispatch.inflight.has(rec.job.job_id) || isTerminal(rec)) continue;
+        pending.push({
+          job_id: rec.job.job_id,
+          image: rec.job.image,
+          limits: rec.job.limits,
+          priority: rec.job.priority,
+          enqueued_at: rec.enqueued_at,
+          not_before: rec.not_before,
+          avoid: workersToAvoid(rec),
+          exclude: liveExecutions(rec).map((e) => e.worker_id),
+        });
+      }
+      await dispatch.place(place(pending, views, now));
+    }
+    await reconciling;
+  }
+}

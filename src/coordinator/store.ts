@@ -1,0 +1,289 @@
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import type { Logger } from 'pino';
+import type { JobRecord } from '../models/job-record.ts';
+import { StoredJobState } from '../models/job-record.ts';
+import { jobIdsOf, StoredStudyRecord, type StudyRecord } from '../models/study-record.ts';
+import { BUCKETS, type Resources } from '../transport/resources.ts';
+import type { Clock } from './clock.ts';
+import { JobIndexes } from './indexes.ts';
+import { isTerminal } from './job-state.ts';
+import { putStudyJobs, stateJson } from './jobspecs.ts';
+import { type Entry, readState, removeOrphans } from './load.ts';
+
+/** A change the store committed (or found committed by someone else): what the rest of the coordinator reacts to. */
+export type Commit =
+  | { kind: 'job'; id: string; before: JobRecord; after: JobRecord }
+  | { kind: 'study'; id: string; before: StudyRecord | undefined; after: StudyRecord };
+
+/** A write failed for another reason than a conflict: nothing may act as if it happened. */
+export class StoreWriteError extends Error {
+  constructor(what: string, options: ErrorOptions) {
+    super(`${what}: ${(options.cause as Error)?.message ?? options.cause}`, options);
+    this.name = 'StoreWriteError';
+  }
+}
+
+const MAX_CONFLICTS = 10;
+
+function isConflict(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/** KV `jobs` key of a job: under its study, so a finished study's states go in one purge. */
+export const jobKey = (rec: JobRecord) => `${rec.job.study_id}.${rec.job.job_id}`;
+
+type StoreResources = Pick<Resources, 'jsm' | 'jobspecs'> & { kv: Pick<Resources['kv'], 'jobs' | 'studies'> };
+
+/**
+ * The coordinator's state: the only writer of the `jobs` and `studies` buckets (and of `jobspecs`). It holds every
+ * live record with its KV revision and the indexes derived from them (queue order, assigned jobs, live jobs per
+ * study). `update(id, fn)` is serialised per record and compare-and-sets on the revision; on a conflict it reloads
+ * the record and applies `fn` again, so a transition is never dropped. Every committed change goes out on `onCommit`:
+ * events, study closing and scheduling follow from commits, never ride along on a save.
+ */
+export class StateStore {
+  private readonly jobs = new Map<string, Entry<JobRecord>>();
+  private readonly studies = new Map<string, Entry<StudyRecord>>();
+  private readonly index = new JobIndexes();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly listeners: ((c: Commit) => void)[] = [];
+  private readonly r: StoreResources;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+
+  constructor(resources: StoreResources, clock: Clock, log: Logger) {
+    this.r = resources;
+    this.clock = clock;
+    this.log = log;
+  }
+
+  // ─── reads ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  job(id: string): JobRecord | undefined {
+    return this.jobs.get(id)?.rec;
+  }
+  study(id: string): StudyRecord | undefined {
+    return this.studies.get(id)?.rec;
+  }
+  allStudies(): IterableIterator<StudyRecord> {
+    return Array.from(this.studies.values(), (e) => e.rec)[Symbol.iterator]();
+  }
+  /** The jobs of a live study (an archived study's are in its jobspecs object; see `archivedJobs`). */
+  jobsOf(study: StudyRecord): JobRecord[] {
+    return jobIdsOf(study)
+      .map((id) => this.jobs.get(id)?.rec)
+      .filter((r): r is JobRecord => r !== undefined);
+  }
+  /** Jobs of a study not yet terminal. */
+  liveJobs(studyId: string): number {
+    return this.index.liveJobs(studyId);
+  }
+  /** Epochs of every job not yet terminal (what a submit's live limit counts). */
+  liveEpochs(): number {
+    return this.index.liveEpochs;
+  }
+  assigned(): ReadonlySet<string> {
+    return this.index.assigned;
+  }
+  /** Jobs held in memory. */
+  size(): { jobs: number; studies: number } {
+    return { jobs: this.jobs.size, studies: this.studies.size };
+  }
+
+  /** Queued jobs in queue order (priority, then age). */
+  queue(): Generator<JobRecord> {
+    return this.index.queue((id) => this.jobs.get(id)!.rec);
+  }
+
+  onCommit(fn: (c: Commit) => void): () => void {
+    this.listeners.push(fn);
+    return () => {
+      const i = this.listeners.indexOf(fn);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
+  }
+
+  // ─── writes ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Applies `fn` to a job's record and stores the result (unless `fn` returns the record unchanged). Serialised per
+   * job; on a revision conflict the stored record is reloaded and `fn` applied again. Resolves with the record as
+   * now stored, or undefined for a job the store does not hold (unknown, or its study archived). Rejects with a
+   * StoreWriteError when the write fails otherwise: the change did not happen (as far as anyone may assume).
+   */
+  update(jobId: string, fn: (rec: JobRecord) => JobRecord): Promise<JobRecord | undefined> {
+    return this.serial(`j:${jobId}`, async () => {
+      for (let conflicts = 0; ; conflicts++) {
+        const e = this.jobs.get(jobId);
+        if (!e) return undefined;
+        const next = fn(e.rec);
+        if (next === e.rec) return e.rec;
+        let rev: number;
+        try {
+          const { jobs } = this.r.kv;
+          const key = jobKey(next);
+          rev = await (e.rev === 0
+            ? jobs.create(key, stateJson(next))
+            : jobs.update(key, stateJson(next), e.rev));
+        } catch (err) {
+          if (!isConflict(err) || conflicts >= MAX_CONFLICTS)
+            throw new StoreWriteError(`job ${jobId} not stored`, { cause: err });
+          this.log.warn({ job_id: jobId }, 'job record changed underneath; reloading and applying again');
+          await this.reloadJob(jobId);
+          continue;
+        }
+        this.setJob(jobId, { rec: next, rev });
+        return next;
+      }
+    });
+  }
+
+  /** As `update`, for a study record. */
+  updateStudy(studyId: string, fn: (rec: StudyRecord) => StudyRecord): Promise<StudyRecord | undefined> {
+    return this.serial(`s:${studyId}`, async () => {
+      for (let conflicts = 0; ; conflicts++) {
+        const e = this.studies.get(studyId);
+        if (!e) return undefined;
+        const next = fn(e.rec);
+        if (next === e.rec) return e.rec;
+        let rev: number;
+        try {
+          rev = await this.r.kv.studies.update(studyId, JSON.stringify(next), e.rev);
+        } catch (err) {
+          if (!isConflict(err) || conflicts >= MAX_CONFLICTS)
+            throw new StoreWriteError(`study ${studyId} not stored`, { cause: err });
+          const entry = await this.r.kv.studies.get(studyId);
+          if (entry?.operation !== 'PUT') return undefined;
+          this.setStudy(studyId, {
+            rec: StoredStudyRecord.parse(JSON.parse(entry.string())),
+            rev: entry.revision,
+          });
+          continue;
+        }
+        this.setStudy(studyId, { rec: next, rev });
+        return next;
+      }
+    });
+  }
+
+  /**
+   * Stores a new study: its jobs first (one object), then the record that makes the submission exist. If the record
+   * cannot be written, the object is removed again, so nothing is left behind.
+   */
+  async createStudy(study: StudyRecord, jobs: readonly JobRecord[]): Promise<void> {
+    await putStudyJobs(this.r, study.study_id, jobs);
+    let rev: number;
+    try {
+      rev = await this.r.kv.studies.create(study.study_id, JSON.stringify(study));
+    } catch (err) {
+      await this.r.jobspecs.delete(study.study_id).catch((e) => {
+        this.log.warn(
+          { study_id: study.study_id, err: (e as Error).message },
+          'orphaned jobspecs object left',
+        );
+      });
+      throw new StoreWriteError(`study ${study.study_id} not stored`, { cause: err });
+    }
+    for (const job of jobs) this.setJob(job.job.job_id, { rec: job, rev: 0 }, false);
+    this.setStudy(study.study_id, { rec: study, rev });
+  }
+
+  /**
+   * A finished study leaves the live state: its final job records replace its jobspecs object, its record gets its
+   * final state and summary, then its job states are purged from KV and dropped from memory. Each step is safe to
+   * repeat, and `load` finishes one a crash interrupted.
+   */
+  async archive(
+    studyId: string,
+    finish: (rec: StudyRecord, jobs: JobRecord[]) => StudyRecord,
+  ): Promise<void> {
+    const entry = this.studies.get(studyId);
+    if (!entry) return;
+    const jobs = this.jobsOf(entry.rec);
+    if (jobs.some((j) => !isTerminal(j))) throw new Error(`study ${studyId} still has live jobs`);
+    await putStudyJobs(this.r, studyId, jobs);
+    const done = await this.updateStudy(studyId, (rec) => finish(rec, jobs));
+    if (!done?.summary) return;
+    await this.purgeJobStates(studyId);
+    for (const id of jobIdsOf(done)) this.jobs.delete(id);
+    this.index.dropStudy(studyId);
+  }
+
+  private purgeJobStates(studyId: string) {
+    return this.r.jsm.streams.purge(`KV_${BUCKETS.jobs}`, { filter: `$KV.${BUCKETS.jobs}.${studyId}.>` });
+  }
+
+  // ─── loading ────────────────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Loads every study record and, for live studies, their jobs with their stored states (see `readState`), then
+   * finishes what a crash interrupted: states of an archived study are purged, jobspecs objects without a study are
+   * removed.
+   */
+  async load(): Promise<{ studies: number; live: number; jobs: number }> {
+    const loaded = await readState(this.r, this.log);
+    for (const [id, e] of loaded.studies) this.studies.set(id, e);
+    for (const [id, e] of loaded.jobs) this.setJob(id, e, false);
+    for (const studyId of loaded.stale) await this.purgeJobStates(studyId);
+    await removeOrphans(this.r, (id) => this.studies.has(id), this.clock.now(), this.log);
+    return { studies: this.studies.size, live: loaded.live, jobs: this.jobs.size };
+  }
+
+  private async reloadJob(jobId: string): Promise<void> {
+    const e = this.jobs.get(jobId)!;
+    const entry = await this.r.kv.jobs.get(jobKey(e.rec));
+    if (entry?.operation !== 'PUT') {
+      this.setJob(jobId, { rec: e.rec, rev: 0 });
+      return;
+    }
+    const state = StoredJobState.parse(JSON.parse(entry.string()));
+    this.setJob(jobId, { rec: { ...state, job: e.rec.job }, rev: entry.revision });
+  }
+
+  // ─── indexes ────────────────────────────────────────────────────────────────────────────────────────────
+
+  private setJob(id: string, entry: Entry<JobRecord>, announce = true): void {
+    const before = this.jobs.get(id)?.rec;
+    const rec = entry.rec;
+    this.jobs.set(id, entry);
+    this.index.apply(id, before, rec);
+    if (announce && before && before !== rec) this.emit({ kind: 'job', id, before, after: rec });
+  }
+
+  private setStudy(id: string, entry: Entry<StudyRecord>): void {
+    const before = this.studies.get(id)?.rec;
+    this.studies.set(id, entry);
+    if (before !== entry.rec) this.emit({ kind: 'study', id, before, after: entry.rec });
+  }
+
+  private emit(c: Commit): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(c);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'commit listener failed');
+      }
+    }
+  }
+
+  /** Serialises work on one record: its transitions never interleave. */
+  private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn);
+    const tail = next.catch(() => {});
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return next;
+  }
+
+  /** Resolves once every write under way has settled. */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.locks.values()]);
+  }
+}

@@ -1,0 +1,234 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type {
+  ResultRow,
+  ResultsReply,
+  StudyStatus,
+  SubmitReply,
+  SubmitRequest,
+  WorkersReply,
+} from '../models/api.ts';
+import { InputError } from '../models/errors.ts';
+import type { JobRecord } from '../models/job-record.ts';
+import type { StudyRecord } from '../models/study-record.ts';
+import { epochRow } from '../study/aggregate.ts';
+import type { Resources } from '../transport/resources.ts';
+import type { Clock } from './clock.ts';
+import { ConflictError, NotFoundError } from './errors.ts';
+import { IdempotencyKeys } from './idempotency.ts';
+import type { Intake } from './intake-pool.ts';
+import { cancel, isTerminal, type RetryPolicy } from './job-state.ts';
+import { getStudyJobs } from './jobspecs.ts';
+import type { Outputs } from './outputs.ts';
+import { studyState, summarise } from './status.ts';
+import type { Commit, StateStore } from './store.ts';
+import type { WorkerRegistry } from './workers.ts';
+
+/** What the API service serves (service.ts); the coordinator's StudyService implements it. */
+export interface StudyApi {
+  submit(req: SubmitRequest): Promise<SubmitReply>;
+  status(studyId: string): StudyStatus;
+  list(limit: number): StudyStatus[];
+  cancel(studyId: string): Promise<StudyStatus>;
+  results(studyId: string, offset: number, limit: number): Promise<ResultsReply>;
+  workers(limit: number): z.infer<typeof WorkersReply>['workers'];
+}
+
+export interface StudyServiceDeps {
+  resources: Pick<Resources, 'kv' | 'jobspecs'>;
+  store: StateStore;
+  registry: WorkerRegistry;
+  outputs: Outputs;
+  intake: Intake;
+  clock: Clock;
+  image: string;
+  retry: RetryPolicy;
+  /** Epochs of live studies the coordinator holds at most: what bounds its memory and its restart. */
+  maxLiveEpochs: number;
+  log: Logger;
+}
+
+/** Archived studies' job records kept for result pages (one study's worth each). */
+const ARCHIVE_CACHE = 4;
+
+/**
+ * The study API: submit (expansion off the main thread, idempotency keys, the live limit), status, list, cancel and
+ * results; and closing, a reaction to the commit that ends a study's last live job. A closed study is archived by
+ * the store, so what stays in memory is bounded by the live studies.
+ */
+export class StudyService implements StudyApi {
+  private readonly keys: IdempotencyKeys;
+  private readonly archived = new Map<string, Promise<JobRecord[]>>();
+  private readonly closing = new Map<string, Promise<void>>();
+  private readonly d: StudyServiceDeps;
+
+  constructor(deps: StudyServiceDeps) {
+    this.d = deps;
+    this.keys = new IdempotencyKeys(deps.resources.kv.idempotency, deps.clock, (id) => this.replyFor(id));
+  }
+
+  async submit(req: SubmitRequest): Promise<SubmitReply> {
+    const { store, clock, log } = this.d;
+    const key = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
+    if (key) {
+      const seen = await this.keys.reply(key);
+      if (seen) return seen;
+    }
+    const image = req.image ?? this.d.image;
+    const known = new Set([this.d.image, ...this.d.registry.images()]);
+    if (!known.has(image)) {
+      throw new InputError('invalid submit request', [
+        `image: unknown image ${JSON.stringify(image)}; known: ${[...known].join(', ')}`,
+      ]);
+    }
+    const now = clock.now();
+    const studyId = `s${now.toString(36)}${randomBytes(4).toString('hex')}`;
+    const sub = await this.d.intake.build(req, { studyId, image, now, retry: this.d.retry });
+    const live = store.liveEpochs();
+    if (live + sub.study.epochs > this.d.maxLiveEpochs) {
+      throw new ConflictError(
+        `the coordinator holds ${live} epochs of live studies and takes at most ${this.d.maxLiveEpochs}; ` +
+          'submit again when some have finished',
+      );
+    }
+    if (key) {
+      const seen = await this.keys.claim(key, studyId);
+      if (seen) return seen;
+    }
+    try {
+      await store.createStudy(sub.study, sub.jobs);
+    } catch (e) {
+      if (key) await this.keys.release(key); // nothing was started: a retry may submit again
+      throw e;
+    }
+    log.info({ study_id: studyId, epochs: sub.study.epochs, jobs: sub.jobs.length }, 'study submitted');
+    return {
+      study_id: studyId,
+      name: sub.study.name,
+      epochs: sub.study.epochs,
+      jobs: sub.jobs.length,
+      duplicate: false,
+    };
+  }
+
+  private replyFor(studyId: string): SubmitReply | undefined {
+    const s = this.d.store.study(studyId);
+    return s && { study_id: s.study_id, name: s.name, epochs: s.epochs, jobs: s.jobs, duplicate: true };
+  }
+
+  status(studyId: string): StudyStatus {
+    const study = this.require(studyId);
+    return summarise(study, this.d.store.jobsOf(study));
+  }
+
+  list(limit: number): StudyStatus[] {
+    return [...this.d.store.allStudies()]
+      .sort((a, b) => b.submitted_at - a.submitted_at)
+      .slice(0, limit)
+      .map((s) => summarise(s, this.d.store.jobsOf(s)));
+  }
+
+  /** Cancels every live job, then the study; a study that has already ended is left as it is. */
+  async cancel(studyId: string): Promise<StudyStatus> {
+    const { store, clock } = this.d;
+    const study = this.require(studyId);
+    if (study.state !== 'running') return this.status(studyId);
+    await Promise.all(
+      store.jobsOf(study).map((j) => store.update(j.job.job_id, (r) => cancel(r, clock.now()))),
+    );
+    await store.updateStudy(studyId, (r) => (r.state === 'running' ? { ...r, state: 'cancelled' } : r));
+    await this.close(studyId);
+    return this.status(studyId);
+  }
+
+  async results(studyId: string, offset: number, limit: number): Promise<ResultsReply> {
+    const study = this.require(studyId);
+    const jobs = study.summary ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
+    const rows: ResultRow[] = [];
+    let index = 0;
+    let total = 0;
+    for (const job of jobs) {
+      if (job.status !== 'done' || !job.result) continue;
+      const n = job.job.epochs.length;
+      total += n;
+      if (index + n <= offset || rows.length >= limit) {
+        index += n;
+        continue;
+      }
+      const output = await this.d.outputs.accepted(job.job.job_id, job.result);
+      job.job.epochs.forEach((e, i) => {
+        if (index + i >= offset && rows.length < limit)
+          rows.push({ ...epochRow(e, output.results[i]!.result), worker_id: job.result!.worker_id });
+      });
+      index += n;
+    }
+    const next = offset + rows.length;
+    return {
+      study_id: studyId,
+      study: offset === 0 ? study.study : null,
+      total,
+      rows,
+      next_offset: next < total ? next : null,
+    };
+  }
+
+  workers(limit: number): z.infer<typeof WorkersReply>['workers'] {
+    return this.d.registry
+      .live()
+      .slice(0, limit)
+      .map(({ ad, ago }) => ({ ...ad, last_seen_ms_ago: ago }));
+  }
+
+  private require(studyId: string): StudyRecord {
+    const study = this.d.store.study(studyId);
+    if (!study) throw new NotFoundError(`no study ${studyId}`);
+    return study;
+  }
+
+  private archivedJobs(study: StudyRecord): Promise<JobRecord[]> {
+    let jobs = this.archived.get(study.study_id);
+    if (!jobs) {
+      jobs = getStudyJobs(this.d.resources, study.study_id).then((j) => j ?? []);
+      jobs.catch(() => this.archived.delete(study.study_id));
+      if (this.archived.size >= ARCHIVE_CACHE) this.archived.delete(this.archived.keys().next().value!);
+      this.archived.set(study.study_id, jobs);
+    }
+    return jobs;
+  }
+
+  /** Closes a study whose last live job just ended (a reaction to that commit). */
+  readonly onCommit = (c: Commit): void => {
+    if (c.kind !== 'job' || isTerminal(c.before) || !isTerminal(c.after)) return;
+    const studyId = c.after.job.study_id;
+    if (this.d.store.liveJobs(studyId) === 0) void this.close(studyId);
+  };
+
+  /**
+   * Gives a study whose jobs have all ended its final state and summary, and archives it. Idempotent, one at a time
+   * per study; the reconciler calls it too, for a study a crash left open.
+   */
+  close(studyId: string): Promise<void> {
+    const running = this.closing.get(studyId);
+    if (running) return running;
+    const p = this.closeOnce(studyId)
+      .catch((e) =>
+        this.d.log.error({ study_id: studyId, err: (e as Error).message }, 'study not closed; will retry'),
+      )
+      .finally(() => this.closing.delete(studyId));
+    this.closing.set(studyId, p);
+    return p;
+  }
+
+  private async closeOnce(studyId: string): Promise<void> {
+    const { store, clock, log } = this.d;
+    const rec = store.study(studyId);
+    if (!rec || rec.summary || store.liveJobs(studyId) > 0) return;
+    await store.archive(studyId, (cur, jobs) => {
+      const state = studyState(cur, jobs);
+      const finished = { ...cur, state, finished_at: cur.finished_at ?? clock.now() };
+      return { ...finished, summary: summarise({ ...finished, summary: null }, jobs) };
+    });
+    log.info({ study_id: studyId, state: store.study(studyId)?.state }, 'study finished');
+  }
+}
