@@ -12,10 +12,12 @@ import { pino } from 'pino';
 import { systemClock } from '../src/coordinator/clock.ts';
 import { buildSubmission } from '../src/coordinator/intake.ts';
 import { DEFAULT_RETRY, startExecution } from '../src/coordinator/job-state.ts';
+import { summarise } from '../src/coordinator/status.ts';
 import { StateStore } from '../src/coordinator/store.ts';
 import { digestOf } from '../src/models/digest.ts';
 import { jobInput } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
+import { Study } from '../src/models/study.ts';
 import { jobIdOf } from '../src/models/study-record.ts';
 import { connectNats } from '../src/transport/connect.ts';
 import { startEmbeddedNats } from '../src/transport/nats-server.ts';
@@ -40,22 +42,22 @@ async function main() {
   const scenario = { ...example, community: { ...example.community, size: 20 } };
   delete scenario.feeder;
   const now = Date.now();
-  const template = buildSubmission(
-    {
-      study: {
-        name: 'restart',
-        scenario,
-        runs: PER_STUDY / 5,
-        seed: 1,
-        sweep: [
-          {
-            name: 'market.mechanism',
-            values: ['none', 'sdr', 'uniform-price', 'mid-market-rate', 'bill-sharing'],
-          },
-        ],
+  // Through the schema, as the API does: 5 mechanisms × 2 battery strategies × 10,000 runs.
+  const study = Study.parse({
+    name: 'restart',
+    scenario,
+    runs: PER_STUDY / 10,
+    seed: 1,
+    sweep: [
+      {
+        name: 'market.mechanism',
+        values: ['none', 'sdr', 'uniform-price', 'mid-market-rate', 'bill-sharing'],
       },
-      target_job_seconds: 0,
-    },
+      { name: 'battery_strategy', values: ['self-consumption', 'price-responsive'] },
+    ],
+  });
+  const template = buildSubmission(
+    { study, target_job_seconds: 0 },
     { studyId: 'template', image: 'plurigrid/grid-epoch:bench', now, retry: DEFAULT_RETRY },
   );
   const studies = Math.ceil(TOTAL / PER_STUDY);
@@ -105,21 +107,12 @@ async function main() {
         );
       }
     } else {
-      await store.archive(studyId, (rec, js) => ({
-        ...rec,
-        state: 'done',
-        finished_at: Date.now(),
-        summary: {
-          study_id: studyId,
-          name: rec.name,
-          state: 'done',
-          submitted_at: rec.submitted_at,
-          finished_at: Date.now(),
-          epochs: { total: js.length, done: js.length, running: 0, queued: 0, failed: 0, cancelled: 0 },
-          jobs: { total: js.length, done: js.length, running: 0, queued: 0, failed: 0, cancelled: 0 },
-          failures: [],
-        },
-      }));
+      // Closed as the coordinator closes a study (its summary), then archived as it later is.
+      await store.updateStudy(studyId, (rec) => {
+        const finished = { ...rec, state: 'done' as const, finished_at: Date.now() };
+        return { ...finished, summary: summarise(finished, jobs) };
+      });
+      await store.archive(studyId);
     }
     process.stderr.write(
       `study ${s + 1}/${studies} stored (${live ? 'live' : 'archived'}), ${((t() - started) / 1000).toFixed(0)} s\n`,

@@ -3,7 +3,13 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { connectNats, NATS_URL_ENV, openTransport, type Transport } from '../transport/connect.ts';
+import {
+  connectNats,
+  NATS_URL_ENV,
+  NatsUnreachableError,
+  openTransport,
+  type Transport,
+} from '../transport/connect.ts';
 import { ensureResources } from '../transport/resources.ts';
 import { BusUnavailableError } from './errors.ts';
 
@@ -73,9 +79,8 @@ export async function openClient(flags: ConnectionFlags, name: string): Promise<
   try {
     nc = await connectNats({ url, name, firstConnectTimeoutMs: 10_000 });
   } catch (err) {
-    // The URL was checked when parsed, so failing to connect means nothing answers there. (connect.ts throws a
-    // plain Error for that, so every connection failure is taken as one.)
-    throw new BusUnavailableError((err as Error).message, [], { cause: err });
+    if (err instanceof NatsUnreachableError) throw new BusUnavailableError(err.message, [], { cause: err });
+    throw err;
   }
   const resources = await ensureResources(nc);
   let closing: Promise<void> | undefined;

@@ -4,10 +4,11 @@ import Dockerode from 'dockerode';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
 import { serveApi } from '../coordinator/service.ts';
+import { logConnectionStatus } from '../transport/connect.ts';
 import { VERSION } from '../version.ts';
 import { GRID_EPOCH_REPO } from '../worker/images.ts';
 import { addConnectionOptions, type ConnectionFlags, openServerSide } from './connection.ts';
-import { createLogger } from './log.ts';
+import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
 import { onShutdown } from './shutdown.ts';
 
@@ -43,6 +44,7 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
     retry: { ...DEFAULT_RETRY, maxAttempts: opts.maxAttempts },
     log,
   });
+  const status = logConnectionStatus(transport.nc, log);
   await coordinator.start();
   const service = await serveApi(transport.nc, coordinator.studies, VERSION, log);
   log.info({ nats: transport.url, embedded: transport.embedded }, 'coordinator listening');
@@ -53,6 +55,7 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
     close: async () => {
       await service.stop().catch(() => {});
       await coordinator.stop();
+      status.stop();
       await transport.close();
     },
   };
@@ -65,7 +68,7 @@ export function registerCoordinator(program: Command): void {
       .description('run the coordinator (starts an embedded nats-server unless --nats is given)')
       .option('--image <id>', 'grid-epoch image ID jobs pin (default: the local plurigrid/grid-epoch image)')
       .option('--max-attempts <n>', 'attempts per job before it fails', intOption('--max-attempts', 1, 20), 3)
-      .option('--log-level <level>', 'log level (fatal, error, warn, info, debug)'),
+      .addOption(logLevelOption()),
   ).action(async (opts: Options) => {
     const running = await startCoordinator(opts);
     process.stdout.write(`coordinator ready; NATS at ${running.url}\n`);

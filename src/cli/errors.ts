@@ -1,6 +1,7 @@
 import { CommanderError } from 'commander';
 import { ApiError } from '../coordinator/errors.ts';
 import { InputError } from '../models/errors.ts';
+import { NatsUnreachableError } from '../transport/connect.ts';
 
 /**
  * Exit codes, so a script can tell apart what it should fix, retry or report. The last two are sysexits.h's:
@@ -30,7 +31,7 @@ export class BusUnavailableError extends Error {
 export function exitCode(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   if (err instanceof InputError) return EXIT_USAGE;
-  if (err instanceof BusUnavailableError) return EXIT_UNAVAILABLE;
+  if (err instanceof BusUnavailableError || err instanceof NatsUnreachableError) return EXIT_UNAVAILABLE;
   if (err instanceof ApiError) {
     if (err.code === 'unavailable') return EXIT_UNAVAILABLE;
     if (err.code === 'not_found') return EXIT_NOT_FOUND;

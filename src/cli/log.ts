@@ -11,8 +11,7 @@ export function logLevelOption(): Option {
 
 /** JSON-lines logs on stderr (stdout stays for results). */
 export function createLogger(name: string, level?: string): Logger {
-  // The environment is read here too for commands that do not declare logLevelOption() (the coordinator's is its
-  // own) and for callers outside the CLI.
+  // The environment is read here too for callers outside the CLI (benchmarks, tests).
   return pino(
     { name, level: level ?? process.env[LOG_LEVEL_ENV] ?? 'info' },
     pino.destination({ dest: 2, sync: true }),

@@ -58,6 +58,7 @@ export class Coordinator {
   private readonly log: Logger;
   private readonly timer: boolean;
   private keeper: StreamKeeper | undefined;
+  private housekeeping: NodeJS.Timeout | undefined;
 
   constructor(nc: NatsConnection, resources: Resources, o: CoordinatorOptions) {
     const clock = o.clock ?? systemClock;
@@ -122,10 +123,10 @@ export class Coordinator {
     this.store.onCommit((c) => {
       // A job left the queue or the running set, or came back to the queue: capacity or work changed.
       if (c.kind === 'job' && (c.before.status !== c.after.status || isTerminal(c.after)))
-        void this.scheduler.kick();
-      if (c.kind === 'study' && c.before === undefined) void this.scheduler.kick();
+        this.scheduler.kick();
+      if (c.kind === 'study' && c.before === undefined) this.scheduler.kick();
     });
-    this.registry.onJoin(() => void this.scheduler.kick());
+    this.registry.onJoin(() => this.scheduler.kick());
   }
 
   async start(): Promise<void> {
@@ -134,15 +135,21 @@ export class Coordinator {
     const loaded = await this.store.load();
     await this.registry.start(this.nc, this.resources);
     await this.results.start();
-    if (this.timer) this.scheduler.start();
+    if (this.timer) {
+      this.scheduler.start();
+      this.housekeeping = setInterval(() => void this.studies.archiveFinished(), 1000);
+      this.housekeeping.unref();
+    }
     this.log.info({ ...loaded, image: this.image }, 'coordinator started');
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.housekeeping);
     this.keeper?.stop();
     this.registry.stop();
     await this.scheduler.stop();
     await this.results.stop();
+    await this.studies.idle();
     await this.store.settle();
     this.events.flush();
     await this.intake.close();

@@ -23,7 +23,8 @@ export class IdempotencyKeys {
 
   /** The reply of the submit that holds this key, if its study exists (waiting up to `waitMs` for it to appear). */
   async reply(key: string, waitMs = 0): Promise<SubmitReply | undefined> {
-    const until = this.clock.now() + waitMs;
+    // A wait in real time (monotonic), whatever the coordinator's clock says.
+    const until = performance.now() + waitMs;
     for (;;) {
       const entry = await this.kv.get(key);
       let studyId: string | undefined;
@@ -33,7 +34,7 @@ export class IdempotencyKeys {
         studyId = undefined;
       }
       const reply = studyId ? this.replyFor(studyId) : undefined;
-      if (reply || this.clock.now() >= until) return reply;
+      if (reply || performance.now() >= until) return reply;
       await new Promise((r) => setTimeout(r, 50));
     }
   }

@@ -102,6 +102,7 @@ export function buildSubmission(
       epochs: epochs.length,
       image: ctx.image,
       summary: null,
+      archived: false,
     },
     jobs,
   };

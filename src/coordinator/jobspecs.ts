@@ -1,5 +1,5 @@
 import { promisify } from 'node:util';
-import { gunzip, gzip } from 'node:zlib';
+import { gunzip, gzip, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { EpochTask, Job, ResourceLimits } from '../models/job.ts';
 import { JobRecord, JobState, migrateJobState } from '../models/job-record.ts';
@@ -64,35 +64,59 @@ function samePoint(scenario: Scenario, point: Scenario): boolean {
   return Object.keys(scenario).length === Object.keys(point).length;
 }
 
+type Points = StudyJobs['points'];
+
+/** One job's stored form; its epochs' points are added to `points` as they are met (pure but for that). */
+function encodeJob(rec: JobRecord, points: Points): StudyJobs['jobs'][number] {
+  const { job, ...state } = rec;
+  return {
+    job_id: job.job_id,
+    image: job.image,
+    input_digest: job.input_digest,
+    limits: job.limits,
+    priority: job.priority,
+    state,
+    epochs: job.epochs.map((e) => {
+      if (!points[e.subset]) points[e.subset] = { params: e.params, scenario: e.scenario };
+      const point = points[e.subset]!;
+      const stored: z.infer<typeof StoredEpoch> = {
+        epoch_id: e.epoch_id,
+        subset: e.subset,
+        run: e.run,
+        seed: e.scenario.seed,
+      };
+      if (!samePoint(e.scenario, point.scenario)) stored.scenario = e.scenario;
+      return stored;
+    }),
+  };
+}
+
+/** A study may have sweep points no job uses (none today); fill the holes so the array stays dense JSON. */
+function dense(points: Points): Points {
+  for (let i = 0; i < points.length; i++) points[i] ??= points.find(Boolean)!;
+  return points;
+}
+
 /** The stored form of a study's job records (pure). */
 export function encodeStudyJobs(studyId: string, records: readonly JobRecord[]): StudyJobs {
-  const points: StudyJobs['points'] = [];
-  const jobs = records.map((rec) => {
-    const { job, ...state } = rec;
-    return {
-      job_id: job.job_id,
-      image: job.image,
-      input_digest: job.input_digest,
-      limits: job.limits,
-      priority: job.priority,
-      state,
-      epochs: job.epochs.map((e) => {
-        if (!points[e.subset]) points[e.subset] = { params: e.params, scenario: e.scenario };
-        const point = points[e.subset]!;
-        const stored: z.infer<typeof StoredEpoch> = {
-          epoch_id: e.epoch_id,
-          subset: e.subset,
-          run: e.run,
-          seed: e.scenario.seed,
-        };
-        if (!samePoint(e.scenario, point.scenario)) stored.scenario = e.scenario;
-        return stored;
-      }),
-    };
-  });
-  // A study of one point per subset has no holes; fill any (subsets no job uses) so the array stays dense JSON.
-  for (let i = 0; i < points.length; i++) points[i] ??= points.find(Boolean)!;
-  return { version: 2, study_id: studyId, points, jobs };
+  const points: Points = [];
+  const jobs = records.map((rec) => encodeJob(rec, points));
+  return { version: 2, study_id: studyId, points: dense(points), jobs };
+}
+
+/** Jobs encoded between two yields to the event loop: a large study's archive must not hold up results. */
+const JOBS_PER_TURN = 2000;
+
+/** The JSON of `encodeStudyJobs`, built a slice of jobs per turn of the event loop. */
+export async function studyJobsJson(studyId: string, records: readonly JobRecord[]): Promise<string> {
+  const points: Points = [];
+  const jobs: string[] = [];
+  for (let i = 0; i < records.length; i++) {
+    jobs.push(JSON.stringify(encodeJob(records[i]!, points)));
+    if (i % JOBS_PER_TURN === JOBS_PER_TURN - 1) await new Promise((r) => setImmediate(r));
+  }
+  const head = JSON.stringify({ version: 2, study_id: studyId, points: dense(points) }).slice(0, -1);
+  return `${head},"jobs":[${jobs.join(',')}]}`;
 }
 
 /** Job records from their stored form (pure): epochs of a point share its scenario's parts. */
@@ -123,13 +147,18 @@ export function decodeStudyJobs(stored: StudyJobs): JobRecord[] {
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
 
-/** Stores a study's jobs (gzipped off the event loop: a study's JSON repeats itself and shrinks some twentyfold). */
+/** Below this, gzip on the event loop costs less than the hop to libuv's thread pool. */
+const SYNC_GZIP_BYTES = 64 * 1024;
+
+/** Stores a study's jobs, gzipped (a study's JSON repeats itself and shrinks some twentyfold). */
 export async function putStudyJobs(
   resources: Pick<Resources, 'jobspecs'>,
   studyId: string,
   records: readonly JobRecord[],
 ): Promise<void> {
-  const body = await gzipAsync(JSON.stringify(encodeStudyJobs(studyId, records)), { level: 1 });
+  const json = await studyJobsJson(studyId, records);
+  const body =
+    json.length < SYNC_GZIP_BYTES ? gzipSync(json, { level: 1 }) : await gzipAsync(json, { level: 1 });
   await resources.jobspecs.putBlob({ name: studyId }, body);
 }
 

@@ -51,11 +51,12 @@ export async function readState(
     const jobId = dot < 0 ? e.key : e.key.slice(dot + 1); // keys written before states sat under their study
     states.set(jobId, e);
     const studyId = dot < 0 ? jobId.slice(0, jobId.lastIndexOf('-')) : e.key.slice(0, dot);
-    if (studies.get(studyId)?.rec.summary) stale.add(studyId);
+    if (studies.get(studyId)?.rec.archived) stale.add(studyId);
   }
   const jobs = new Map<string, Entry<JobRecord>>();
-  const live = [...studies.values()].filter((e) => e.rec.summary === null).map((e) => e.rec);
-  await inBatches(live, 8, async (study) => {
+  const live = [...studies.values()].filter((e) => !e.rec.archived).map((e) => e.rec);
+  // One at a time: a large study's object parses into a few hundred MB of short-lived garbage, which must not pile up.
+  await inBatches(live, 1, async (study) => {
     const submitted = await getStudyJobs(r, study.study_id).catch((e) => {
       log.error({ study_id: study.study_id, err: (e as Error).message }, 'jobs of study unreadable');
       return null;

@@ -31,12 +31,13 @@ export class Outputs {
     this.maxBytes = maxBytes;
   }
 
-  /** The output a result carries or names. */
-  async load(result: JobResult): Promise<{ output: JobOutput; bytes: number }> {
-    if (result.results) {
-      const output = { job_id: result.job_id, results: result.results };
-      return { output, bytes: JSON.stringify(result.results).length };
-    }
+  /**
+   * The output a result carries or names, with its size in bytes: for an inline output, `inlineBytes` (its share of
+   * the message it came in, which the caller knows without serialising it again).
+   */
+  async load(result: JobResult, inlineBytes = 0): Promise<{ output: JobOutput; bytes: number }> {
+    if (result.results)
+      return { output: { job_id: result.job_id, results: result.results }, bytes: inlineBytes };
     if (!result.output_object)
       throw new MissingOutputError('result has neither inline results nor an output object');
     const blob = await this.r.outputs.getBlob(result.output_object);
@@ -67,7 +68,7 @@ export class Outputs {
     const result = batch.results.find((r) => r.job_id === jobId && r.attempt === accepted.attempt);
     if (!result)
       throw new Error(`result batch ${accepted.seq} has no attempt ${accepted.attempt} of ${jobId}`);
-    const { output, bytes } = await this.load(result);
+    const { output, bytes } = await this.load(result, msg.data.length / batch.results.length);
     this.remember(jobId, output, bytes);
     return output;
   }

@@ -23,7 +23,7 @@ export interface ReconcileInput {
   assigned: Iterable<JobRecord>;
   /** Queued jobs (those with a queue deadline can expire). */
   queued: Iterable<JobRecord>;
-  /** Running studies whose jobs are all terminal. */
+  /** Studies not yet closed (no summary) whose jobs are all terminal. */
   settled: Iterable<StudyRecord>;
   workers: ReadonlyMap<string, WorkerLiveness>;
   /**
@@ -114,7 +114,7 @@ export function reconcile(input: ReconcileInput): ReconcileOutput {
     }
   }
   for (const study of input.settled) {
-    if (study.state === 'running') actions.push({ kind: 'close', study_id: study.study_id });
+    if (study.summary === null) actions.push({ kind: 'close', study_id: study.study_id });
   }
   return { actions, absent_since: absent };
 }

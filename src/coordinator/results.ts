@@ -137,18 +137,18 @@ export class ResultsConsumer {
       );
       return;
     }
-    await Promise.all(batch.results.map((r) => this.onResult(m.seq, batch.worker_id, r)));
+    const share = m.data.length / batch.results.length;
+    await Promise.all(batch.results.map((r) => this.onResult(m.seq, batch.worker_id, r, share)));
   }
 
-  private async onResult(seq: number, workerId: string, result: JobResult): Promise<void> {
+  private async onResult(seq: number, workerId: string, result: JobResult, bytes: number): Promise<void> {
     const rec = this.d.store.job(result.job_id);
     if (!rec || !liveExecution(rec, result.attempt, workerId)) return; // stale, duplicate, or not ours
     let output: JobOutput | null = null;
-    let bytes = 0;
     let outputProblem: string | null = null;
     if (result.status === 'ok') {
       try {
-        ({ output, bytes } = await this.d.outputs.load(result));
+        ({ output, bytes } = await this.d.outputs.load(result, bytes));
       } catch (e) {
         // A read that failed is retried (the message is not acknowledged); only a missing output is the provider's.
         if (!(e instanceof MissingOutputError)) throw e;

@@ -30,6 +30,7 @@ export class Scheduler {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
   private again = false;
+  private kicked = false;
   private stopped = false;
   private livenessFrom = 0;
   private lastTick = 0;
@@ -47,7 +48,7 @@ export class Scheduler {
     this.livenessFrom = this.d.clock.now();
     this.lastTick = performance.now();
     this.timer = setInterval(() => this.tick(), this.d.tickMs);
-    void this.kick();
+    this.kick();
   }
 
   async stop(): Promise<void> {
@@ -65,26 +66,32 @@ export class Scheduler {
       this.livenessFrom = this.d.clock.now();
     }
     this.lastTick = mono;
-    void this.kick();
+    this.kick();
   }
 
-  /** Asks for a round soon; resolves when the round it joins (or starts) is over. */
-  kick(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (this.round) {
-      this.again = true;
-      return this.round;
-    }
-    this.round = this.runRound()
-      .catch((e) => this.d.log.error({ err: (e as Error).message }, 'scheduling round failed'))
-      .finally(() => {
-        this.round = undefined;
-        if (this.again) {
-          this.again = false;
-          setImmediate(() => void this.kick());
-        }
-      });
-    return this.round;
+  /**
+   * Asks for a round at the end of this turn of the event loop: a burst of commits (a batch of results) makes one
+   * round, not one each. Rounds never overlap; a kick during a round makes one more after it.
+   */
+  kick(): void {
+    if (this.stopped || this.kicked) return;
+    this.kicked = true;
+    setImmediate(() => {
+      this.kicked = false;
+      if (this.round) {
+        this.again = true;
+        return;
+      }
+      this.round = this.runRound()
+        .catch((e) => this.d.log.error({ err: (e as Error).message }, 'scheduling round failed'))
+        .finally(() => {
+          this.round = undefined;
+          if (this.again) {
+            this.again = false;
+            this.kick();
+          }
+        });
+    });
   }
 
   /** One round: reconcile, then place what capacity allows. */
@@ -98,7 +105,7 @@ export class Scheduler {
     const settled: StudyRecord[] = [];
     if (sweep) {
       for (const s of store.allStudies())
-        if (s.state === 'running' && store.liveJobs(s.study_id) === 0) settled.push(s);
+        if (s.summary === null && store.liveJobs(s.study_id) === 0) settled.push(s);
     }
     const plan = reconcile({
       now,

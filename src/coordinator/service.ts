@@ -64,7 +64,9 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
       metadata: schemaMetadata(schema, reply),
       handler: (err, msg) => {
         if (err) return;
-        void respond(msg, op, schema, handle, log);
+        void respond(msg, op, schema, handle, log).then((failed) => {
+          if (failed) countError(service, op, failed);
+        });
       },
     });
   };
@@ -86,15 +88,29 @@ async function respond<S extends z.ZodType>(
   schema: S,
   handle: (req: z.output<S>) => unknown,
   log: Logger,
-): Promise<void> {
+): Promise<Error | undefined> {
   try {
     // Depth-checked: a body nested thousands deep is bad input, not a stack overflow somewhere inside.
     const body = msg.data.length > 0 ? parseJsonInput(decoder.decode(msg.data), `invalid ${op} request`) : {};
     const req = parseInput(schema, body, `invalid ${op} request`);
     msg.respond(JSON.stringify(await handle(req)));
+    return undefined;
   } catch (e) {
     const reply = errorReply(e);
     if (reply.error.code === 'internal') log.error({ op, err: (e as Error)?.message }, 'request failed');
     msg.respondError(SERVICE_ERROR_NUMBERS[reply.error.code], reply.error.message, JSON.stringify(reply));
+    return e instanceof Error ? e : new Error(String(e));
   }
+}
+
+/**
+ * Counts an error reply in the endpoint's `$SRV.STATS`, as Go's micro does for every `Error` reply. nats.js counts only
+ * errors its handler throws synchronously, and ours answer asynchronously, so the count goes to the endpoint's own
+ * stats record (the pinned @nats-io/services keeps it on `handlers[].stats`; if that ever changes, nothing is counted
+ * and nothing breaks).
+ */
+function countError(service: unknown, op: string, err: Error): void {
+  const handlers = (service as { handlers?: { name?: string; stats?: { countError?(e: Error): void } }[] })
+    .handlers;
+  handlers?.find((h) => h.name === op)?.stats?.countError?.(err);
 }

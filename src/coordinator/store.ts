@@ -193,21 +193,18 @@ export class StateStore {
   }
 
   /**
-   * A finished study leaves the live state: its final job records replace its jobspecs object, its record gets its
-   * final state and summary, then its job states are purged from KV and dropped from memory. Each step is safe to
-   * repeat, and `load` finishes one a crash interrupted.
+   * A finished study leaves the live state: its final job records replace its jobspecs object, its record is marked
+   * archived, then its job states are purged from KV and dropped from memory. Each step is safe to repeat, and `load`
+   * finishes one a crash interrupted.
    */
-  async archive(
-    studyId: string,
-    finish: (rec: StudyRecord, jobs: JobRecord[]) => StudyRecord,
-  ): Promise<void> {
+  async archive(studyId: string): Promise<void> {
     const entry = this.studies.get(studyId);
-    if (!entry) return;
+    if (!entry || entry.rec.archived) return;
     const jobs = this.jobsOf(entry.rec);
     if (jobs.some((j) => !isTerminal(j))) throw new Error(`study ${studyId} still has live jobs`);
     await putStudyJobs(this.r, studyId, jobs);
-    const done = await this.updateStudy(studyId, (rec) => finish(rec, jobs));
-    if (!done?.summary) return;
+    const done = await this.updateStudy(studyId, (rec) => ({ ...rec, archived: true }));
+    if (!done?.archived) return;
     await this.purgeJobStates(studyId);
     for (const id of jobIdsOf(done)) this.jobs.delete(id);
     this.index.dropStudy(studyId);

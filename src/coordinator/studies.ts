@@ -51,6 +51,8 @@ export interface StudyServiceDeps {
 
 /** Archived studies' job records kept for result pages (one study's worth each). */
 const ARCHIVE_CACHE = 4;
+/** A finished study stays in memory this long (its results are often read right away), then is archived. */
+export const ARCHIVE_AFTER_MS = 10_000;
 
 /**
  * The study API: submit (expansion off the main thread, idempotency keys, the live limit), status, list, cancel and
@@ -61,6 +63,7 @@ export class StudyService implements StudyApi {
   private readonly keys: IdempotencyKeys;
   private readonly archived = new Map<string, Promise<JobRecord[]>>();
   private readonly closing = new Map<string, Promise<void>>();
+  private archiving: Promise<void> | undefined;
   private readonly d: StudyServiceDeps;
 
   constructor(deps: StudyServiceDeps) {
@@ -144,7 +147,7 @@ export class StudyService implements StudyApi {
 
   async results(studyId: string, offset: number, limit: number): Promise<ResultsReply> {
     const study = this.require(studyId);
-    const jobs = study.summary ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
+    const jobs = study.archived ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
     const rows: ResultRow[] = [];
     let index = 0;
     let total = 0;
@@ -205,8 +208,8 @@ export class StudyService implements StudyApi {
   };
 
   /**
-   * Gives a study whose jobs have all ended its final state and summary, and archives it. Idempotent, one at a time
-   * per study; the reconciler calls it too, for a study a crash left open.
+   * Gives a study whose jobs have all ended its final state and summary (one write: a client following it hears at
+   * once). Idempotent, one at a time per study; the reconciler calls it too, for a study a crash left open.
    */
   close(studyId: string): Promise<void> {
     const running = this.closing.get(studyId);
@@ -224,11 +227,38 @@ export class StudyService implements StudyApi {
     const { store, clock, log } = this.d;
     const rec = store.study(studyId);
     if (!rec || rec.summary || store.liveJobs(studyId) > 0) return;
-    await store.archive(studyId, (cur, jobs) => {
-      const state = studyState(cur, jobs);
-      const finished = { ...cur, state, finished_at: cur.finished_at ?? clock.now() };
-      return { ...finished, summary: summarise({ ...finished, summary: null }, jobs) };
+    const jobs = store.jobsOf(rec);
+    const closed = await store.updateStudy(studyId, (cur) => {
+      if (cur.summary) return cur;
+      const finished = { ...cur, state: studyState(cur, jobs), finished_at: cur.finished_at ?? clock.now() };
+      return { ...finished, summary: summarise(finished, jobs) };
     });
-    log.info({ study_id: studyId, state: store.study(studyId)?.state }, 'study finished');
+    log.info({ study_id: studyId, state: closed?.state }, 'study finished');
+  }
+
+  /**
+   * Archives studies that finished at least `ARCHIVE_AFTER_MS` ago, one after another: housekeeping kept off the path
+   * of the results that close a study (and of a client reading them right after).
+   */
+  archiveFinished(): Promise<void> {
+    this.archiving ??= (async () => {
+      const { store, clock, log } = this.d;
+      const due = [...store.allStudies()].filter(
+        (s) => s.summary && !s.archived && (s.finished_at ?? 0) <= clock.now() - ARCHIVE_AFTER_MS,
+      );
+      for (const s of due) {
+        await store.archive(s.study_id).catch((e) => {
+          log.warn({ study_id: s.study_id, err: (e as Error).message }, 'study not archived yet; will retry');
+        });
+      }
+    })().finally(() => {
+      this.archiving = undefined;
+    });
+    return this.archiving;
+  }
+
+  /** Resolves once no close or archiving is under way. */
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.closing.values(), this.archiving]);
   }
 }

@@ -4,8 +4,9 @@ import { Study } from './study.ts';
 
 /**
  * A study's durable record (KV `studies`). Its jobs, as submitted, are one object in the `jobspecs` object store
- * (written first); their states are in KV `jobs` under `<study_id>.<job_id>` while the study runs. When it ends, the
- * final job records replace the object and the states are purged: a finished study costs one small record.
+ * (written first); their states are in KV `jobs` under `<study_id>.<job_id>` while the study runs. When it ends it
+ * gets its summary; a little later it is archived: the final job records replace the object and the states are
+ * purged, so a finished study costs one small record.
  */
 export const StudyRecord = z.strictObject({
   study_id: z.string(),
@@ -21,8 +22,10 @@ export const StudyRecord = z.strictObject({
   epochs: z.number().int(),
   /** The image its jobs pin. */
   image: z.string(),
-  /** The final status, written when the study ends and its jobs are archived. */
+  /** The final status, written when the study ends. */
   summary: StudyStatus.nullable(),
+  /** Its final job records are in its jobspecs object and their KV states purged: only this record stays loaded. */
+  archived: z.boolean(),
 });
 export type StudyRecord = z.infer<typeof StudyRecord>;
 
@@ -30,7 +33,7 @@ export type StudyRecord = z.infer<typeof StudyRecord>;
 function migrate(raw: unknown): unknown {
   if (raw === null || typeof raw !== 'object' || !('job_ids' in raw)) return raw;
   const { job_ids, request: _request, ...rest } = raw as { job_ids: string[]; request: unknown };
-  return { ...rest, jobs: job_ids.length, summary: null };
+  return { ...rest, jobs: job_ids.length, summary: null, archived: false };
 }
 
 export const StoredStudyRecord = z.preprocess(migrate, StudyRecord);

@@ -55,6 +55,15 @@ function reachable(host: string, port: number): Promise<boolean> {
   });
 }
 
+/** No server at the given URL(s) accepted a connection in time. */
+export class NatsUnreachableError extends Error {
+  readonly code = 'unavailable';
+  constructor(message: string) {
+    super(message);
+    this.name = 'NatsUnreachableError';
+  }
+}
+
 /**
  * The client's `waitOnFirstConnect` loop cannot be cancelled, so before handing over to it we wait (bounded) until
  * at least one server accepts TCP connections; a wrong URL then fails with a message instead of hanging forever.
@@ -69,7 +78,7 @@ async function awaitReachable(url: string, timeoutMs: number): Promise<void> {
     const results = await Promise.all(targets.map((t) => reachable(t.host, t.port)));
     if (results.some(Boolean)) return;
     if (Date.now() >= deadline) {
-      throw new Error(
+      throw new NatsUnreachableError(
         `cannot reach the NATS server at ${url} (no answer within ${Math.round(timeoutMs / 1000)} s); check --nats / ` +
           `${NATS_URL_ENV}, or leave both unset to use the embedded server`,
       );

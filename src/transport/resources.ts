@@ -18,6 +18,7 @@
 
 import {
   DiscardPolicy,
+  JetStreamApiCodes,
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
@@ -143,7 +144,6 @@ export class ResourceConflictError extends Error {
   }
 }
 
-const API_STREAM_NOT_FOUND = 10059;
 /** "stream name already in use with a different configuration" (a concurrent create won the race). */
 const API_STREAM_NAME_IN_USE = 10058;
 const API_SUBJECTS_OVERLAP = 10065;
@@ -153,9 +153,7 @@ function apiCode(err: unknown): number | undefined {
 }
 
 function isStreamNotFound(err: unknown): boolean {
-  return (
-    apiCode(err) === API_STREAM_NOT_FOUND || (err instanceof Error && err.message === 'stream not found')
-  );
+  return apiCode(err) === JetStreamApiCodes.StreamNotFound;
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

@@ -227,10 +227,10 @@ describe('plurigrid submit, status, workers, results against a running coordinat
       expect(final.state).toBe('done');
       expect(final.epochs.done).toBe(4);
       expect(seen.at(-1)).toEqual(final);
-      expect(elapsed).toBeGreaterThan(3_000);
-      // Polling every 250 ms asks about elapsed/250 times; following the events, once per batch of job
-      // transitions (a few per job) plus the first and the last.
-      expect(status.mock.calls.length).toBeLessThan(elapsed / 250 / 2);
+      // Polling every 250 ms asks about elapsed/250 times (the study takes seconds: a dozen or more); following the
+      // events, once per batch of job transitions (a few for its one job), the first and the last, and a safety poll
+      // every 5 s. No speed is assumed: on a machine fast enough to finish in a second the bound stays at 6.
+      expect(status.mock.calls.length).toBeLessThanOrEqual(Math.max(6, elapsed / 500));
     } finally {
       status.mockRestore();
       await cluster.stop();

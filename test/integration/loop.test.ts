@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { stateJson } from '../../src/coordinator/jobspecs.ts';
 import { jobKey } from '../../src/coordinator/store.ts';
+import { ARCHIVE_AFTER_MS } from '../../src/coordinator/studies.ts';
 import { JobEvents, StudyEvent } from '../../src/models/api.ts';
 import { jobIdOf } from '../../src/models/study-record.ts';
 import { subjects } from '../../src/transport/subjects.ts';
@@ -38,7 +39,14 @@ describe('the loop', () => {
     await h.until(() => h!.coordinator.store.study(study_id)?.summary != null, 'the study to close');
     const status = h.coordinator.studies.status(study_id);
     expect(status).toMatchObject({ state: 'done', epochs: { total: 1, done: 1 } });
-    // Archived: out of memory and out of KV, its records in its jobspecs object, its results still there.
+    // Closed at once; archived later: out of memory and out of KV, its records in its jobspecs object, its results
+    // still there.
+    expect(h.job(first(study_id))).toMatchObject({ status: 'done' });
+    await h.coordinator.studies.archiveFinished();
+    expect(h.coordinator.store.study(study_id)!.archived).toBe(false); // not yet: results are often read right away
+    h.clock.advance(ARCHIVE_AFTER_MS);
+    await h.coordinator.studies.archiveFinished();
+    expect(h.coordinator.store.study(study_id)!.archived).toBe(true);
     expect(h.job(first(study_id))).toBeUndefined();
     expect(await h.resources.kv.jobs.get(`${study_id}.${first(study_id)}`)).toBeNull();
     const page = await h.coordinator.studies.results(study_id, 0, 10);
@@ -240,7 +248,10 @@ describe('the loop', () => {
     const finished = await h.submit(tinyStudy(1));
     await h.round();
     await w.finish(first(finished.study_id));
-    await h.until(() => h!.coordinator.store.study(finished.study_id)?.summary != null, 'archiving');
+    await h.until(() => h!.coordinator.store.study(finished.study_id)?.summary != null, 'closing');
+    h.clock.advance(ARCHIVE_AFTER_MS);
+    await h.coordinator.studies.archiveFinished();
+    w.beat();
     const live = await h.submit(tinyStudy(3));
     await h.round();
     await h.stopCoordinator();

@@ -184,6 +184,34 @@ describe('the marketplace loop', () => {
 });
 
 describe('faults', () => {
+  it('a 100,000-epoch submit does not starve heartbeats: a running job with one attempt still finishes', async () => {
+    cluster = await Cluster.up({ a: [] });
+    const scenario = heavyScenario(2000, 30);
+    const running = await cluster.submit({ scenario, limits: { memory_mb: 1024 }, max_attempts: 1 });
+    await jobRunning(cluster);
+    const tiny = heavyScenario(1, 1);
+    const big = await cluster.submit({
+      study: {
+        name: 'big',
+        scenario: tiny,
+        runs: 10_000,
+        seed: 1,
+        sweep: [
+          {
+            name: 'market.mechanism',
+            values: ['none', 'sdr', 'uniform-price', 'mid-market-rate', 'bill-sharing'],
+          },
+          { name: 'battery_strategy', values: ['self-consumption', 'price-responsive'] },
+        ],
+      },
+    });
+    expect(big.epochs).toBe(100_000);
+    const status = await cluster.waitForStudy(running.study_id, 90_000);
+    expect(status.state).toBe('done');
+    await cluster.api.cancel(big.study_id);
+    expect(cluster.log(cluster.coordinator!)).not.toMatch(/no heartbeat/);
+  }, 120_000);
+
   it('a worker killed with SIGKILL mid-job: the job completes elsewhere, one accepted result per epoch', async () => {
     cluster = await Cluster.up({ a: [] });
     const scenario = heavyScenario(2000, 40);

