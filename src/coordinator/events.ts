@@ -32,7 +32,7 @@ export class EventPublisher {
       job_id: c.id,
       status: rec.status,
       attempt: rec.attempts,
-      worker_id: last?.ended === null ? last.worker_id : null,
+      worker_id: last?.worker_id ?? null,
       epochs: rec.job.epochs.length,
       reason: rec.reason ?? (last?.ended !== 'ok' ? (last?.reason ?? null) : null),
       at: this.clock.now(),

@@ -12,7 +12,9 @@ import type { Resources } from '../transport/resources.ts';
  * makes the submission exist (so no crash leaves half a study), and once more when the study ends, with the final
  * job records (its KV states are then purged). Epochs of one sweep point differ only by their seed, so each point's
  * scenario is stored once and each epoch by its seed; loading rebuilds the epochs sharing their point's scenario
- * parts, which keeps a restarted coordinator's memory what it was before (some 300 bytes an epoch, not 4 KB).
+ * parts, which keeps a restarted coordinator's memory what it was before (some 300 bytes an epoch, not 4 KB). What
+ * a study's jobs have in common (image, limits, priority, and the state they were queued in) is stored once too, and
+ * per job only where it differs: a live study's job is then its id, its input digest and its epochs.
  */
 
 const StoredEpoch = z.strictObject({
@@ -24,20 +26,28 @@ const StoredEpoch = z.strictObject({
   scenario: Scenario.optional(),
 });
 
-const StoredJob = z.strictObject({
-  job_id: z.string().min(1),
+/** What a study's jobs have in common; a job stores a field only where it differs. */
+const Common = z.strictObject({
   image: z.string().min(1),
-  input_digest: Job.shape.input_digest,
   limits: ResourceLimits,
   priority: z.number().int(),
-  epochs: z.array(StoredEpoch).min(1),
   state: JobState,
+});
+type Common = z.infer<typeof Common>;
+
+const StoredJob = z.strictObject({
+  job_id: z.string().min(1),
+  input_digest: Job.shape.input_digest,
+  epochs: z.array(StoredEpoch).min(1),
+  ...Common.partial().shape,
 });
 
 export const StudyJobs = z.strictObject({
   version: z.literal(2),
   study_id: z.string(),
   points: z.array(z.strictObject({ params: z.record(z.string(), ParamValue), scenario: Scenario })),
+  /** Absent for a study without jobs. */
+  common: Common.optional(),
   jobs: z.array(StoredJob),
 });
 export type StudyJobs = z.infer<typeof StudyJobs>;
@@ -66,29 +76,52 @@ function samePoint(scenario: Scenario, point: Scenario): boolean {
 
 type Points = StudyJobs['points'];
 
-/** One job's stored form; its epochs' points are added to `points` as they are met (pure but for that). */
-function encodeJob(rec: JobRecord, points: Points): StudyJobs['jobs'][number] {
+const sameLimits = (a: ResourceLimits, b: ResourceLimits) =>
+  a.memory_mb === b.memory_mb && a.cpus === b.cpus && a.pids === b.pids && a.timeout_s === b.timeout_s;
+
+/** Whether two job states are the same (the common case: both as queued at submit). */
+function sameState(a: JobState, b: JobState): boolean {
+  for (const k of Object.keys(b) as (keyof JobState)[]) {
+    const x = a[k];
+    const y = b[k];
+    if (x === y) continue;
+    if (k !== 'executions' || (x as unknown[]).length > 0 || (y as unknown[]).length > 0) return false;
+  }
+  return Object.keys(a).length === Object.keys(b).length;
+}
+
+function commonOf(rec: JobRecord): Common {
   const { job, ...state } = rec;
-  return {
+  return { image: job.image, limits: job.limits, priority: job.priority, state };
+}
+
+/**
+ * One job's stored form: only what differs from `common`; its epochs' points are added to `points` as they are met
+ * (pure but for that).
+ */
+function encodeJob(rec: JobRecord, common: Common, points: Points): StudyJobs['jobs'][number] {
+  const { job, ...state } = rec;
+  const stored: StudyJobs['jobs'][number] = {
     job_id: job.job_id,
-    image: job.image,
     input_digest: job.input_digest,
-    limits: job.limits,
-    priority: job.priority,
-    state,
     epochs: job.epochs.map((e) => {
       if (!points[e.subset]) points[e.subset] = { params: e.params, scenario: e.scenario };
       const point = points[e.subset]!;
-      const stored: z.infer<typeof StoredEpoch> = {
+      const epoch: z.infer<typeof StoredEpoch> = {
         epoch_id: e.epoch_id,
         subset: e.subset,
         run: e.run,
         seed: e.scenario.seed,
       };
-      if (!samePoint(e.scenario, point.scenario)) stored.scenario = e.scenario;
-      return stored;
+      if (!samePoint(e.scenario, point.scenario)) epoch.scenario = e.scenario;
+      return epoch;
     }),
   };
+  if (job.image !== common.image) stored.image = job.image;
+  if (!sameLimits(job.limits, common.limits)) stored.limits = job.limits;
+  if (job.priority !== common.priority) stored.priority = job.priority;
+  if (!sameState(state, common.state)) stored.state = state;
+  return stored;
 }
 
 /** A study may have sweep points no job uses (none today); fill the holes so the array stays dense JSON. */
@@ -100,8 +133,10 @@ function dense(points: Points): Points {
 /** The stored form of a study's job records (pure). */
 export function encodeStudyJobs(studyId: string, records: readonly JobRecord[]): StudyJobs {
   const points: Points = [];
-  const jobs = records.map((rec) => encodeJob(rec, points));
-  return { version: 2, study_id: studyId, points: dense(points), jobs };
+  if (records.length === 0) return { version: 2, study_id: studyId, points, jobs: [] };
+  const common = commonOf(records[0]!);
+  const jobs = records.map((rec) => encodeJob(rec, common, points));
+  return { version: 2, study_id: studyId, points: dense(points), common, jobs };
 }
 
 /** Jobs encoded between two yields to the event loop: a large study's archive must not hold up results. */
@@ -109,29 +144,36 @@ const JOBS_PER_TURN = 2000;
 
 /** The JSON of `encodeStudyJobs`, built a slice of jobs per turn of the event loop. */
 export async function studyJobsJson(studyId: string, records: readonly JobRecord[]): Promise<string> {
+  if (records.length === 0) return JSON.stringify(encodeStudyJobs(studyId, records));
   const points: Points = [];
+  const common = commonOf(records[0]!);
   const jobs: string[] = [];
   for (let i = 0; i < records.length; i++) {
-    jobs.push(JSON.stringify(encodeJob(records[i]!, points)));
+    jobs.push(JSON.stringify(encodeJob(records[i]!, common, points)));
     if (i % JOBS_PER_TURN === JOBS_PER_TURN - 1) await new Promise((r) => setImmediate(r));
   }
-  const head = JSON.stringify({ version: 2, study_id: studyId, points: dense(points) }).slice(0, -1);
+  const head = JSON.stringify({ version: 2, study_id: studyId, points: dense(points), common }).slice(0, -1);
   return `${head},"jobs":[${jobs.join(',')}]}`;
 }
 
 /** Job records from their stored form (pure): epochs of a point share its scenario's parts. */
 export function decodeStudyJobs(stored: StudyJobs): JobRecord[] {
-  return stored.jobs.map((j) => ({
-    ...j.state,
+  return stored.jobs.map((j) => decodeJob(j, stored));
+}
+
+function decodeJob(j: StudyJobs['jobs'][number], study: Omit<StudyJobs, 'jobs'>): JobRecord {
+  const common = study.common!;
+  return {
+    ...(j.state ?? common.state),
     job: {
       job_id: j.job_id,
-      study_id: stored.study_id,
-      image: j.image,
+      study_id: study.study_id,
+      image: j.image ?? common.image,
       input_digest: j.input_digest,
-      limits: j.limits,
-      priority: j.priority,
+      limits: j.limits ?? common.limits,
+      priority: j.priority ?? common.priority,
       epochs: j.epochs.map((e) => {
-        const point = stored.points[e.subset]!;
+        const point = study.points[e.subset]!;
         return {
           epoch_id: e.epoch_id,
           subset: e.subset,
@@ -141,7 +183,23 @@ export function decodeStudyJobs(stored: StudyJobs): JobRecord[] {
         };
       }),
     },
-  }));
+  };
+}
+
+/**
+ * Checks and decodes a parsed stored object a job at a time, letting go of each raw job as it goes: the checked
+ * copies and the raw tree then die young instead of doubling a large study's memory while it loads.
+ */
+function decodeChecked(raw: { jobs?: unknown }): JobRecord[] {
+  const jobs = Array.isArray(raw.jobs) ? raw.jobs : [];
+  const study = StudyJobs.parse({ ...raw, jobs: [] });
+  if (jobs.length > 0 && !study.common) throw new Error('stored jobs without their common part');
+  const out: JobRecord[] = [];
+  for (let i = 0; i < jobs.length; i++) {
+    out.push(decodeJob(StoredJob.parse(jobs[i]), study));
+    jobs[i] = null;
+  }
+  return out;
 }
 
 const gzipAsync = promisify(gzip);
@@ -167,10 +225,22 @@ export async function getStudyJobs(
   resources: Pick<Resources, 'jobspecs'>,
   studyId: string,
 ): Promise<JobRecord[] | null> {
-  const blob = await resources.jobspecs.getBlob(studyId);
-  if (!blob) return null;
-  const raw = JSON.parse((await gunzipAsync(blob)).toString('utf8')) as { version?: number };
-  const records = raw.version === 2 ? decodeStudyJobs(StudyJobs.parse(raw)) : StudyJobsV1.parse(raw).jobs;
+  const blob = await fetchStudyJobs(resources, studyId);
+  return blob && (await parseStudyJobs(blob, studyId));
+}
+
+/** The stored (gzipped) object of a study's jobs, or null (IO only: loading fetches the next while parsing one). */
+export function fetchStudyJobs(
+  resources: Pick<Resources, 'jobspecs'>,
+  studyId: string,
+): Promise<Uint8Array | null> {
+  return resources.jobspecs.getBlob(studyId);
+}
+
+/** Job records from a study's stored object, checked against its schema and its study. */
+export async function parseStudyJobs(blob: Uint8Array, studyId: string): Promise<JobRecord[]> {
+  const raw = JSON.parse((await gunzipAsync(blob)).toString('utf8')) as { version?: number; jobs?: unknown };
+  const records = raw.version === 2 ? decodeChecked(raw) : StudyJobsV1.parse(raw).jobs;
   const other = records.find((r) => r.job.study_id !== studyId);
   if (other) throw new Error(`jobspecs object ${studyId} holds a job of study ${other.job.study_id}`);
   return records;

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { type JobRecord, StoredJobState } from '../models/job-record.ts';
 import { StoredStudyRecord, type StudyRecord } from '../models/study-record.ts';
 import type { Resources } from '../transport/resources.ts';
-import { getStudyJobs } from './jobspecs.ts';
+import { fetchStudyJobs, parseStudyJobs } from './jobspecs.ts';
 import { readAll } from './kv-read.ts';
 
 export interface Entry<T> {
@@ -55,16 +55,24 @@ export async function readState(
   }
   const jobs = new Map<string, Entry<JobRecord>>();
   const live = [...studies.values()].filter((e) => !e.rec.archived).map((e) => e.rec);
-  // One at a time: a large study's object parses into a few hundred MB of short-lived garbage, which must not pile up.
-  await inBatches(live, 1, async (study) => {
-    const submitted = await getStudyJobs(r, study.study_id).catch((e) => {
-      log.error({ study_id: study.study_id, err: (e as Error).message }, 'jobs of study unreadable');
-      return null;
-    });
-    if (!submitted) {
-      log.error({ study_id: study.study_id }, 'study has no stored jobs; skipped');
+  // One study parsed at a time (a large one parses into a few hundred MB of short-lived garbage, which must not pile
+  // up), while the next one's object is already being fetched.
+  const fetch = (i: number) =>
+    i < live.length ? fetchStudyJobs(r, live[i]!.study_id).catch((e: Error) => e) : Promise.resolve(null);
+  let next = fetch(0);
+  for (let i = 0; i < live.length; i++) {
+    const study = live[i]!;
+    const blob = await next;
+    next = fetch(i + 1);
+    const submitted =
+      blob instanceof Uint8Array
+        ? await parseStudyJobs(blob, study.study_id).catch((e: Error) => e)
+        : (blob ?? null);
+    if (!Array.isArray(submitted)) {
+      const err = submitted instanceof Error ? submitted.message : 'no stored jobs';
+      log.error({ study_id: study.study_id, err }, 'jobs of study unreadable; study skipped');
       studies.delete(study.study_id);
-      return;
+      continue;
     }
     for (const job of submitted) {
       const id = job.job.job_id;
@@ -77,7 +85,7 @@ export async function readState(
       if (parsed.success) jobs.set(id, { rec: { ...parsed.data, job: job.job }, rev: state.revision });
       else log.error({ job_id: id }, 'job state unreadable; skipped');
     }
-  });
+  }
   return { studies, jobs, live: live.length, stale };
 }
 
@@ -93,13 +101,4 @@ export async function removeOrphans(
     log.warn({ study_id: info.name }, 'removing the jobs of a study that was never stored');
     await r.jobspecs.delete(info.name).catch(() => {});
   }
-}
-
-async function inBatches<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
 }

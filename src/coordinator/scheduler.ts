@@ -30,7 +30,6 @@ export class Scheduler {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
   private again = false;
-  private kicked = false;
   private stopped = false;
   private livenessFrom = 0;
   private lastTick = 0;
@@ -70,28 +69,24 @@ export class Scheduler {
   }
 
   /**
-   * Asks for a round at the end of this turn of the event loop: a burst of commits (a batch of results) makes one
-   * round, not one each. Rounds never overlap; a kick during a round makes one more after it.
+   * Asks for a round: at once when none is running (a submit or a freed slot is acted on without delay), else one more
+   * after the running one, however many kicks arrive meanwhile (a batch of results makes one round, not one each).
    */
   kick(): void {
-    if (this.stopped || this.kicked) return;
-    this.kicked = true;
-    setImmediate(() => {
-      this.kicked = false;
-      if (this.round) {
-        this.again = true;
-        return;
-      }
-      this.round = this.runRound()
-        .catch((e) => this.d.log.error({ err: (e as Error).message }, 'scheduling round failed'))
-        .finally(() => {
-          this.round = undefined;
-          if (this.again) {
-            this.again = false;
-            this.kick();
-          }
-        });
-    });
+    if (this.stopped) return;
+    if (this.round) {
+      this.again = true;
+      return;
+    }
+    this.round = this.runRound()
+      .catch((e) => this.d.log.error({ err: (e as Error).message }, 'scheduling round failed'))
+      .finally(() => {
+        this.round = undefined;
+        if (this.again) {
+          this.again = false;
+          setImmediate(() => this.kick());
+        }
+      });
   }
 
   /** One round: reconcile, then place what capacity allows. */

@@ -216,7 +216,9 @@ export function claimsOf(results: readonly JobResult[]): SignedClaim[] {
 export const JobEvent = z.strictObject({
   job_id: z.string(),
   status: JobStatus,
+  /** Executions started so far. */
   attempt: z.number().int(),
+  /** The worker of the job's latest execution (null before the first). */
   worker_id: z.string().nullable(),
   epochs: z.number().int(),
   reason: z.string().nullable(),

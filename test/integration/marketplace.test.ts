@@ -3,8 +3,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getStudyJobs } from '../../src/coordinator/jobspecs.ts';
 import { jobKey } from '../../src/coordinator/store.ts';
-import { claimsOf, type JobResult } from '../../src/models/api.ts';
-import { digestOf } from '../../src/models/digest.ts';
+import { claimsOf } from '../../src/models/api.ts';
 import { InputError } from '../../src/models/errors.ts';
 import { type JobRecord, StoredJobState } from '../../src/models/job-record.ts';
 import { Scenario } from '../../src/models/scenario.ts';
@@ -18,6 +17,7 @@ import { subjects } from '../../src/transport/subjects.ts';
 import { WorkerAgent } from '../../src/worker/agent.ts';
 import { runJob } from '../../src/worker/epoch-runner.ts';
 import type { Executor } from '../../src/worker/executors/types.ts';
+import { jobResult } from '../fixtures/results.ts';
 import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;
@@ -389,24 +389,7 @@ describe('control', () => {
     const running = job!.executions[0]!;
     // An impostor claims the running attempt finished with an output of its own making, under the worker's id.
     const output = { job_id: job!.job.job_id, results: [] };
-    const forged: JobResult = {
-      job_id: job!.job.job_id,
-      study_id: submitted.study_id,
-      attempt: 1,
-      image: job!.job.image,
-      input_digest: job!.job.input_digest,
-      output_digest: digestOf({ job_id: output.job_id, epochs: [] }),
-      status: 'ok',
-      reason: null,
-      exit_code: 0,
-      results: [],
-      output_object: null,
-      usage: { wall_ms: 1, cpu_ms: 1, max_memory_mb: null },
-      started_at: 0,
-      finished_at: 1,
-      stdout_tail: '',
-      stderr_tail: '',
-    };
+    const forged = jobResult(job!.job, 1, output);
     const impostor = identityFrom(createUser());
     const { js } = await ensureResources(cluster.nc);
     await js.publish(

@@ -1,9 +1,11 @@
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { buildSubmission } from '../../src/coordinator/intake.ts';
 import { DEFAULT_RETRY } from '../../src/coordinator/job-state.ts';
 import {
   decodeStudyJobs,
   encodeStudyJobs,
+  parseStudyJobs,
   StudyJobs,
   studyJobsJson,
 } from '../../src/coordinator/jobspecs.ts';
@@ -35,6 +37,12 @@ describe('stored jobs', () => {
     expect(stored.jobs.every((j) => j.epochs.every((e) => e.scenario === undefined))).toBe(true);
     const decoded = decodeStudyJobs(stored);
     expect(decoded).toEqual(jobs);
+    // As a restart reads it: gzipped, checked a job at a time.
+    expect(await parseStudyJobs(gzipSync(json), 'st1')).toEqual(jobs);
+    await expect(parseStudyJobs(gzipSync(json), 'other')).rejects.toThrow(/holds a job of study st1/);
+    const broken = JSON.parse(json);
+    broken.jobs[1].input_digest = 'nope';
+    await expect(parseStudyJobs(gzipSync(JSON.stringify(broken)), 'st1')).rejects.toThrow();
     for (const rec of decoded)
       for (const e of rec.job.epochs) expect(digestOf(e.scenario).slice(0, 16)).toBe(e.epoch_id);
     // Epochs of one point share the point's scenario parts (memory after a restart stays what it was).
