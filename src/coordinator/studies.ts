@@ -200,11 +200,12 @@ export class StudyService implements StudyApi {
     return jobs;
   }
 
-  /** Closes a study whose last live job just ended (a reaction to that commit). */
+  /** Closes a study whose last live job just ended (a reaction to that commit, at the end of its turn). */
   readonly onCommit = (c: Commit): void => {
     if (c.kind !== 'job' || isTerminal(c.before) || !isTerminal(c.after)) return;
     const studyId = c.after.job.study_id;
-    if (this.d.store.liveJobs(studyId) === 0) void this.close(studyId);
+    // After this turn: the job events of the turn go out first, not queued behind the study record's write.
+    if (this.d.store.liveJobs(studyId) === 0) setImmediate(() => void this.close(studyId));
   };
 
   /**
