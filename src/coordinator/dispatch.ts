@@ -2,10 +2,11 @@ import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { type Assignment, AssignReply, type AssignRequest, type CancelJob } from '../models/api.ts';
+import type { JobRecord } from '../models/job-record.ts';
 import { decode } from '../transport/connect.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { Clock } from './clock.ts';
-import { endExecution, expireQueued, type RetryPolicy, startExecution } from './job-state.ts';
+import { endExecution, expireQueued, liveExecution, type RetryPolicy, startExecution } from './job-state.ts';
 import type { Placement } from './placement.ts';
 import type { Action } from './reconcile.ts';
 import type { Commit, StateStore } from './store.ts';
@@ -50,7 +51,7 @@ export class Dispatcher {
   /** Applies reconciler actions. */
   async apply(actions: readonly Action[]): Promise<void> {
     const { store, clock, retry } = this.d;
-    await Promise.all(
+    const applied = await Promise.allSettled(
       actions.map(async (a) => {
         if (a.kind === 'close') return this.d.close(a.study_id);
         if (a.kind === 'expire')
@@ -64,6 +65,8 @@ export class Dispatcher {
         );
       }),
     );
+    const failed = applied.filter((a) => a.status === 'rejected');
+    if (failed.length > 0) throw new Error(`${failed.length} of ${actions.length} actions not applied`);
   }
 
   /** Places jobs: one assignment request per worker. */
@@ -80,8 +83,9 @@ export class Dispatcher {
   /**
    * Records the executions, then asks the worker to take them in one request. A decline puts a job back in the queue
    * without using up an attempt; a worker nobody answers for (no responders) is lost: its executions end as such
-   * (which counts and backs off) and it gets nothing more until it is heard from again. A request that times out
-   * leaves its executions to the reconciler (the worker may have taken them).
+   * (nothing ran, so that does not use up an attempt either, but it backs off) and it gets nothing more until it is
+   * heard from again. A request that times out leaves its executions to the reconciler (the worker may have taken
+   * them).
    */
   private async assign(workerId: string, jobIds: readonly string[]): Promise<void> {
     const { store, clock } = this.d;
@@ -106,7 +110,11 @@ export class Dispatcher {
           assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until });
       }
       this.d.flushEvents(); // in the same socket write as the request
-      for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) await this.request(workerId, batch);
+      for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
+        // A job cancelled (or reclaimed) since its execution was recorded is not sent: its cancel went out already.
+        const still = batch.filter((a) => isLive(store.job(a.job.job_id), a.attempt, workerId));
+        if (still.length > 0) await this.request(workerId, still);
+      }
     } finally {
       for (const id of jobIds) this.inflight.delete(id);
     }
@@ -148,7 +156,9 @@ export class Dispatcher {
           const why = ended.get(a.job.job_id)!;
           return store
             .update(a.job.job_id, (r) =>
-              endExecution(r, a.attempt, workerId, why.ended, why.reason, clock.now(), retry),
+              endExecution(r, a.attempt, workerId, why.ended, why.reason, clock.now(), retry, {
+                counted: false,
+              }),
             )
             .catch((e) =>
               log.error({ job_id: a.job.job_id, err: (e as Error).message }, 'decline not recorded'),
@@ -176,6 +186,9 @@ export class Dispatcher {
     }
   };
 }
+
+const isLive = (rec: JobRecord | undefined, attempt: number, workerId: string) =>
+  rec !== undefined && liveExecution(rec, attempt, workerId) !== undefined;
 
 /** Splits items into runs whose JSON stays under `limit` bytes (an item bigger than that goes alone). */
 export function byteBatches<T>(items: readonly T[], limit: number): T[][] {

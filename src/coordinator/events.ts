@@ -4,6 +4,8 @@ import { subjects } from '../transport/subjects.ts';
 import type { Clock } from './clock.ts';
 import type { Commit } from './store.ts';
 
+const EVENTS_PER_MESSAGE = 1000;
+
 /**
  * The live feed, derived from the store's commits (as Nomad derives its events from state changes): a job's status
  * change becomes a JobEvent, batched per study and turn of the event loop into one message; a study's state change
@@ -50,7 +52,11 @@ export class EventPublisher {
 
   flush(): void {
     for (const [studyId, events] of this.pending) {
-      this.publish(subjects.jobEvents(studyId), { study_id: studyId, events } satisfies JobEvents);
+      // A few hundred bytes an event: slices stay well under the server's 1 MiB message limit.
+      for (let i = 0; i < events.length; i += EVENTS_PER_MESSAGE) {
+        const slice = events.slice(i, i + EVENTS_PER_MESSAGE);
+        this.publish(subjects.jobEvents(studyId), { study_id: studyId, events: slice } satisfies JobEvents);
+      }
     }
     this.pending.clear();
   }

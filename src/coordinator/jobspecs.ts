@@ -56,7 +56,11 @@ export type StudyJobs = z.infer<typeof StudyJobs>;
 const StudyJobsV1 = z.strictObject({
   study_id: z.string(),
   jobs: z.array(
-    z.preprocess((r) => ({ ...(r as object), ...(migrateJobState(stateOf(r)) as object) }), JobRecord),
+    // The old state's own keys (attempt, worker_id, lease_until, history) give way to the migrated ones.
+    z.preprocess(
+      (r) => ({ job: (r as { job?: unknown })?.job, ...(migrateJobState(stateOf(r)) as object) }),
+      JobRecord,
+    ),
   ),
 });
 

@@ -15,11 +15,16 @@ export async function readAll(kv: KV): Promise<KvValue[]> {
   if (status.values === 0) return [];
   const out: KvValue[] = [];
   const watch = await kv.watch({ include: KvWatchInclude.LastValue });
+  // Values can expire (a TTL) between the status and the watch, leaving nothing to deliver: a quiet second ends it.
+  let quiet = setTimeout(() => watch.stop(), 1000);
   for await (const e of watch) {
+    clearTimeout(quiet);
     if (e.operation === 'PUT') out.push({ key: e.key, value: e.value, revision: e.revision });
     // The initial values end with the entry that has nothing pending after it.
     if (e.isUpdate || e.delta === 0) break;
+    quiet = setTimeout(() => watch.stop(), 1000);
   }
+  clearTimeout(quiet);
   watch.stop();
   return out;
 }

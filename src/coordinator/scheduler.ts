@@ -99,8 +99,7 @@ export class Scheduler {
     if (sweep) this.lastSweep = now;
     const settled: StudyRecord[] = [];
     if (sweep) {
-      for (const s of store.allStudies())
-        if (s.summary === null && store.liveJobs(s.study_id) === 0) settled.push(s);
+      for (const s of store.openStudies()) if (store.liveJobs(s.study_id) === 0) settled.push(s);
     }
     const plan = reconcile({
       now,
@@ -114,7 +113,10 @@ export class Scheduler {
       inflight: new Set(dispatch.inflight.keys()),
     });
     this.absent = plan.absent_since;
-    const reconciling = dispatch.apply(plan.actions);
+    // Applied while placing; a write that fails here is retried by a later round (the reconciler is level-triggered).
+    const reconciling = dispatch
+      .apply(plan.actions)
+      .catch((e) => this.d.log.warn({ err: (e as Error).message }, 'reconciling actions not all applied'));
 
     // Capacity from our own records of what runs where, which are current; adverts can be a second old.
     const busy = new Map<string, number>();

@@ -64,9 +64,10 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
       metadata: schemaMetadata(schema, reply),
       handler: (err, msg) => {
         if (err) return;
-        void respond(msg, op, schema, handle, log).then((failed) => {
-          if (failed) countError(service, op, failed);
-        });
+        respond(msg, op, schema, handle, log).then(
+          (failed) => failed && countError(service, op, failed),
+          (e) => log.error({ op, err: (e as Error).message }, 'reply not sent'),
+        );
       },
     });
   };
@@ -98,7 +99,13 @@ async function respond<S extends z.ZodType>(
   } catch (e) {
     const reply = errorReply(e);
     if (reply.error.code === 'internal') log.error({ op, err: (e as Error)?.message }, 'request failed');
-    msg.respondError(SERVICE_ERROR_NUMBERS[reply.error.code], reply.error.message, JSON.stringify(reply));
+    // A header value is one line: the message's first, without control characters (the body has it all).
+    const header = reply.error.message
+      .split(/[\r\n]/, 1)[0]!
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
+      .replace(/[\u0000-\u001f]/g, ' ')
+      .slice(0, 500);
+    msg.respondError(SERVICE_ERROR_NUMBERS[reply.error.code], header, JSON.stringify(reply));
     return e instanceof Error ? e : new Error(String(e));
   }
 }

@@ -8,7 +8,7 @@ import type { Clock } from './clock.ts';
 import { JobIndexes } from './indexes.ts';
 import { isTerminal } from './job-state.ts';
 import { putStudyJobs, stateJson } from './jobspecs.ts';
-import { type Entry, readState, removeOrphans } from './load.ts';
+import { type Entry, moveLegacyStates, readState, removeOrphans } from './load.ts';
 
 /** A change the store committed (or found committed by someone else): what the rest of the coordinator reacts to. */
 export type Commit =
@@ -49,6 +49,9 @@ export class StateStore {
   private readonly jobs = new Map<string, Entry<JobRecord>>();
   private readonly studies = new Map<string, Entry<StudyRecord>>();
   private readonly index = new JobIndexes();
+  /** Studies not closed yet, and closed ones not archived yet: what the sweeps look at, not every study ever. */
+  private readonly open = new Set<string>();
+  private readonly toArchive = new Set<string>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly listeners: ((c: Commit) => void)[] = [];
   private readonly r: StoreResources;
@@ -71,6 +74,14 @@ export class StateStore {
   }
   allStudies(): IterableIterator<StudyRecord> {
     return Array.from(this.studies.values(), (e) => e.rec)[Symbol.iterator]();
+  }
+  /** Studies without a summary yet (running, or ended but not closed). */
+  openStudies(): StudyRecord[] {
+    return [...this.open].map((id) => this.studies.get(id)!.rec);
+  }
+  /** Closed studies not archived yet. */
+  unarchivedStudies(): StudyRecord[] {
+    return [...this.toArchive].map((id) => this.studies.get(id)!.rec);
   }
   /** The jobs of a live study (an archived study's are in its jobspecs object; see `archivedJobs`). */
   jobsOf(study: StudyRecord): JobRecord[] {
@@ -223,10 +234,14 @@ export class StateStore {
    */
   async load(): Promise<{ studies: number; live: number; jobs: number }> {
     const loaded = await readState(this.r, this.log);
-    for (const [id, e] of loaded.studies) this.studies.set(id, e);
+    await moveLegacyStates(this.r.kv.jobs, loaded);
+    for (const [id, e] of loaded.studies) {
+      this.studies.set(id, e);
+      this.indexStudy(id, e.rec);
+    }
     for (const [id, e] of loaded.jobs) this.setJob(id, e, false);
     for (const studyId of loaded.stale) await this.purgeJobStates(studyId);
-    await removeOrphans(this.r, (id) => this.studies.has(id), this.clock.now(), this.log);
+    await removeOrphans(this.r, loaded.stored, this.clock.now(), this.log);
     return { studies: this.studies.size, live: loaded.live, jobs: this.jobs.size };
   }
 
@@ -254,7 +269,15 @@ export class StateStore {
   private setStudy(id: string, entry: Entry<StudyRecord>): void {
     const before = this.studies.get(id)?.rec;
     this.studies.set(id, entry);
+    this.indexStudy(id, entry.rec);
     if (before !== entry.rec) this.emit({ kind: 'study', id, before, after: entry.rec });
+  }
+
+  private indexStudy(id: string, rec: StudyRecord): void {
+    this.open.delete(id);
+    this.toArchive.delete(id);
+    if (!rec.summary) this.open.add(id);
+    else if (!rec.archived) this.toArchive.add(id);
   }
 
   private emit(c: Commit): void {

@@ -51,6 +51,8 @@ export interface StudyServiceDeps {
 
 /** Archived studies' job records kept for result pages (one study's worth each). */
 const ARCHIVE_CACHE = 4;
+/** Job writes a cancel has in flight at once. */
+const CANCEL_WRITES = 256;
 /** A finished study stays in memory this long (its results are often read right away), then is archived. */
 export const ARCHIVE_AFTER_MS = 10_000;
 
@@ -132,15 +134,24 @@ export class StudyService implements StudyApi {
       .map((s) => summarise(s, this.d.store.jobsOf(s)));
   }
 
-  /** Cancels every live job, then the study; a study that has already ended is left as it is. */
+  /**
+   * Marks the study cancelled, then cancels its live jobs (a bounded number of writes at a time, so a large study
+   * does not flood the bus), then closes it. The mark comes first, so a study whose last job ends during the cancel
+   * closes as cancelled. A study that has already ended is left as it is.
+   */
   async cancel(studyId: string): Promise<StudyStatus> {
     const { store, clock } = this.d;
     const study = this.require(studyId);
     if (study.state !== 'running') return this.status(studyId);
-    await Promise.all(
-      store.jobsOf(study).map((j) => store.update(j.job.job_id, (r) => cancel(r, clock.now()))),
-    );
     await store.updateStudy(studyId, (r) => (r.state === 'running' ? { ...r, state: 'cancelled' } : r));
+    const live = store.jobsOf(study).filter((j) => !isTerminal(j));
+    for (let i = 0; i < live.length; i += CANCEL_WRITES) {
+      await Promise.all(
+        live
+          .slice(i, i + CANCEL_WRITES)
+          .map((j) => store.update(j.job.job_id, (r) => cancel(r, clock.now()))),
+      );
+    }
     await this.close(studyId);
     return this.status(studyId);
   }
@@ -244,9 +255,9 @@ export class StudyService implements StudyApi {
   archiveFinished(): Promise<void> {
     this.archiving ??= (async () => {
       const { store, clock, log } = this.d;
-      const due = [...store.allStudies()].filter(
-        (s) => s.summary && !s.archived && (s.finished_at ?? 0) <= clock.now() - ARCHIVE_AFTER_MS,
-      );
+      const due = store
+        .unarchivedStudies()
+        .filter((s) => (s.finished_at ?? 0) <= clock.now() - ARCHIVE_AFTER_MS);
       for (const s of due) {
         await store.archive(s.study_id).catch((e) => {
           log.warn({ study_id: s.study_id, err: (e as Error).message }, 'study not archived yet; will retry');

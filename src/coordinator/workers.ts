@@ -12,6 +12,8 @@ interface Known {
   ad: WorkerAd;
   seenAt: number;
   running: Set<string>;
+  /** Heard from on the bus (not only read from the bucket): only such a worker is given work. */
+  heard: boolean;
 }
 
 /**
@@ -43,9 +45,10 @@ export class WorkerRegistry {
       return [];
     });
     for (const e of stored) {
-      const ad = WorkerAd.safeParse(JSON.parse(new TextDecoder().decode(e.value)));
-      // Its age is unknown to our clock: counted from now, it is lost after the usual window if it is gone.
-      if (ad.success) this.heard(ad.data, now);
+      const ad = WorkerAd.safeParse(safeJson(e.value));
+      // Its age is unknown to our clock: counted from now, it is lost after the usual window if it is gone. Its
+      // executions are judged by it, but it gets no new work until it is heard from: it may be long gone.
+      if (ad.success) this.workers.set(ad.data.worker_id, known(ad.data, now, false));
     }
     this.sub = nc.subscribe(subjects.heartbeatAll, {
       callback: (err, msg) => {
@@ -71,8 +74,8 @@ export class WorkerRegistry {
   /** Handles one advert (exported for the harness, which has no worker processes). */
   heard(ad: WorkerAd, now: number): void {
     const before = this.workers.get(ad.worker_id);
-    const isNew = !before || this.lost(before, now);
-    this.workers.set(ad.worker_id, { ad, seenAt: now, running: new Set(ad.running) });
+    const isNew = !before?.heard || this.lost(before, now);
+    this.workers.set(ad.worker_id, known(ad, now, true));
     if (isNew) for (const fn of this.joined) fn();
   }
 
@@ -95,11 +98,11 @@ export class WorkerRegistry {
     return out;
   }
 
-  /** Adverts of the workers not lost, with how long ago each was heard from. */
+  /** Adverts of the workers heard from and not lost, with how long ago each was heard from. */
   live(now = this.clock.now()): { ad: WorkerAd; ago: number }[] {
     const out: { ad: WorkerAd; ago: number }[] = [];
     for (const [id, w] of this.workers) {
-      if (this.lost(w, now)) {
+      if (!w.heard || this.lost(w, now)) {
         // Long gone: forget it (it rejoins with its next heartbeat).
         if (now - w.seenAt > 10 * lossWindowMs(w.ad.interval_ms, this.missed)) this.workers.delete(id);
         continue;
@@ -118,5 +121,20 @@ export class WorkerRegistry {
     const out = new Set<string>();
     for (const { ad } of this.live()) for (const i of ad.images) out.add(i);
     return out;
+  }
+}
+
+const known = (ad: WorkerAd, seenAt: number, heard: boolean): Known => ({
+  ad,
+  seenAt,
+  running: new Set(ad.running),
+  heard,
+});
+
+function safeJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return undefined;
   }
 }

@@ -138,6 +138,21 @@ describe('the loop', () => {
     expect(h.job(first(study_id))!.executions[0]).toMatchObject({ ended: 'worker-lost' });
   });
 
+  it('after a restart, a worker known only from the bucket gets work once heard from; a bad stored advert is skipped', async () => {
+    h = await Harness.start();
+    const a = await h.worker('a');
+    await h.resources.kv.workers.put(a.id, JSON.stringify(a.advert()));
+    await h.resources.kv.workers.put('garbage', '{not json');
+    await h.stopCoordinator();
+    await h.startCoordinator();
+    const { study_id } = await h.submit(tinyStudy(1));
+    await h.round();
+    expect(h.job(first(study_id))).toMatchObject({ status: 'queued', attempts: 0 });
+    a.beat();
+    await h.round();
+    expect(h.job(first(study_id))).toMatchObject({ status: 'assigned', attempts: 1 });
+  });
+
   it('a worker with nobody listening is lost at once, not declined in a loop', async () => {
     h = await Harness.start();
     const ghost = await h.worker('ghost');
@@ -146,6 +161,8 @@ describe('the loop', () => {
     for (let i = 0; i < 20; i++) await h.round();
     const rec = h.job(first(study_id))!;
     expect(rec.attempts).toBe(1);
+    // Nothing ran: no attempt used up, but the job backs off and the worker gets nothing until heard from again.
+    expect(rec).toMatchObject({ failures: 0, free_ends: 1 });
     expect(rec.executions[0]).toMatchObject({ ended: 'worker-lost', reason: /not listening/ });
     expect(h.coordinator.registry.live()).toEqual([]);
   });

@@ -61,4 +61,30 @@ describe('stored jobs', () => {
     expect(stored.jobs[0]!.epochs[0]!.scenario).toBeUndefined();
     expect(decodeStudyJobs(StudyJobs.parse(JSON.parse(JSON.stringify(stored))))).toEqual(records);
   });
+
+  it('load the first format, each old record as executions', async () => {
+    const { jobs } = submission(1);
+    const rec = jobs[0]!;
+    const old = {
+      job: rec.job,
+      status: 'assigned',
+      attempt: 2,
+      max_attempts: 3,
+      worker_id: 'w2',
+      lease_until: 99,
+      not_before: 1,
+      queue_deadline: null,
+      enqueued_at: 1,
+      history: [{ attempt: 1, worker_id: 'w1', ended: 'oom', reason: 'big', at: 5 }],
+      result: null,
+      updated_at: 7,
+    };
+    const blob = gzipSync(JSON.stringify({ study_id: 'st1', jobs: [old] }));
+    const [loaded] = await parseStudyJobs(blob, 'st1');
+    expect(loaded).toMatchObject({ status: 'assigned', attempts: 2, failures: 1, job: rec.job });
+    expect(loaded!.executions.map((e) => [e.worker_id, e.ended])).toEqual([
+      ['w1', 'oom'],
+      ['w2', null],
+    ]);
+  });
 });
