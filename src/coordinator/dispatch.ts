@@ -1,7 +1,7 @@
 import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { type Assignment, AssignReply, type AssignRequest, type CancelJob } from '../models/api.ts';
+import { type Assignment, AssignReply, type CancelJob } from '../models/api.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import { decode } from '../transport/connect.ts';
 import { subjects } from '../transport/subjects.ts';
@@ -112,7 +112,7 @@ export class Dispatcher {
       this.d.flushEvents(); // in the same socket write as the request
       for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
         // A job cancelled (or reclaimed) since its execution was recorded is not sent: its cancel went out already.
-        const still = batch.filter((a) => isLive(store.job(a.job.job_id), a.attempt, workerId));
+        const still = batch.filter(({ item: a }) => isLive(store.job(a.job.job_id), a.attempt, workerId));
         if (still.length > 0) await this.request(workerId, still);
       }
     } finally {
@@ -120,15 +120,16 @@ export class Dispatcher {
     }
   }
 
-  private async request(workerId: string, batch: Assignment[]): Promise<void> {
+  private async request(workerId: string, sent: { item: Assignment; json: string }[]): Promise<void> {
     const { store, clock, retry, log } = this.d;
+    const batch = sent.map((s) => s.item);
+    // An AssignRequest, from the assignments' JSON as measured.
+    const body = `{"assignments":[${sent.map((s) => s.json).join(',')}]}`;
     const ended = new Map<string, { ended: 'declined' | 'worker-lost'; reason: string }>();
     try {
-      const msg = await this.d.nc.request(
-        subjects.assign(workerId),
-        encoder.encode(JSON.stringify({ assignments: batch } satisfies AssignRequest)),
-        { timeout: this.d.assignTimeoutMs },
-      );
+      const msg = await this.d.nc.request(subjects.assign(workerId), encoder.encode(body), {
+        timeout: this.d.assignTimeoutMs,
+      });
       const reply = decode(msg.data, AssignReply, 'assign reply');
       const answered = new Map(reply.answers.map((a) => [`${a.job_id}#${a.attempt}`, a]));
       for (const a of batch) {
@@ -190,20 +191,23 @@ export class Dispatcher {
 const isLive = (rec: JobRecord | undefined, attempt: number, workerId: string) =>
   rec !== undefined && liveExecution(rec, attempt, workerId) !== undefined;
 
-/** Splits items into runs whose JSON stays under `limit` bytes (an item bigger than that goes alone). */
-export function byteBatches<T>(items: readonly T[], limit: number): T[][] {
-  const out: T[][] = [];
-  let batch: T[] = [];
+/**
+ * Splits items into runs whose JSON stays under `limit` bytes (an item bigger than that goes alone), each item with
+ * its JSON: measured once, and sent as it is.
+ */
+export function byteBatches<T>(items: readonly T[], limit: number): { item: T; json: string }[][] {
+  const out: { item: T; json: string }[][] = [];
+  let batch: { item: T; json: string }[] = [];
   let bytes = 0;
   for (const item of items) {
-    const size = JSON.stringify(item).length;
-    if (batch.length > 0 && bytes + size > limit) {
+    const json = JSON.stringify(item);
+    if (batch.length > 0 && bytes + json.length > limit) {
       out.push(batch);
       batch = [];
       bytes = 0;
     }
-    batch.push(item);
-    bytes += size;
+    batch.push({ item, json });
+    bytes += json.length;
   }
   if (batch.length > 0) out.push(batch);
   return out;

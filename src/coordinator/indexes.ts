@@ -14,11 +14,15 @@ export class JobIndexes {
   private dirty = false;
   private readonly live = new Map<string, number>();
   liveEpochs = 0;
+  /** Queued jobs with a queue deadline: only when there are any does a sweep look for expired ones. */
+  private readonly deadlines = new Set<string>();
 
   /** Accounts for a job's change from `before` (undefined: new to the store) to `after`. */
   apply(id: string, before: JobRecord | undefined, after: JobRecord): void {
     this.queued.delete(id);
     this.assigned.delete(id);
+    this.deadlines.delete(id);
+    if (after.status === 'queued' && after.queue_deadline !== null) this.deadlines.add(id);
     if (after.status === 'queued') {
       this.queued.add(id);
       if (before?.status !== 'queued' || before.enqueued_at !== after.enqueued_at) this.dirty = true;
@@ -34,6 +38,10 @@ export class JobIndexes {
       this.live.set(study, (this.live.get(study) ?? 1) - 1);
       this.liveEpochs -= after.job.epochs.length;
     }
+  }
+
+  queuedWithDeadline(): number {
+    return this.deadlines.size;
   }
 
   liveJobs(studyId: string): number {

@@ -104,7 +104,7 @@ export class Scheduler {
     const plan = reconcile({
       now,
       assigned,
-      queued: sweep ? store.queue() : [],
+      queued: sweep && store.queuedWithDeadline() > 0 ? store.queue() : [],
       settled,
       workers: registry.liveness(),
       liveness_from: this.livenessFrom,

@@ -105,6 +105,10 @@ export class StateStore {
     return { jobs: this.jobs.size, studies: this.studies.size };
   }
 
+  /** How many queued jobs have a queue deadline. */
+  queuedWithDeadline(): number {
+    return this.index.queuedWithDeadline();
+  }
   /** Queued jobs in queue order (priority, then age). */
   queue(): Generator<JobRecord> {
     return this.index.queue((id) => this.jobs.get(id)!.rec);

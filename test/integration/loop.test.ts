@@ -153,6 +153,21 @@ describe('the loop', () => {
     expect(h.job(first(study_id))).toMatchObject({ status: 'assigned', attempts: 1 });
   });
 
+  it('a job no worker takes within its queue timeout fails, and its study closes as failed', async () => {
+    h = await Harness.start();
+    const { study_id } = await h.submit(tinyStudy(1, { queue_timeout_s: 1 }));
+    await h.round();
+    expect(h.job(first(study_id))).toMatchObject({ status: 'queued' });
+    h.clock.advance(1000);
+    await h.round();
+    expect(h.job(first(study_id))).toMatchObject({ status: 'failed', reason: /queue timeout/ });
+    await h.until(() => h!.coordinator.store.study(study_id)?.summary != null, 'the study to close');
+    expect(h.coordinator.studies.status(study_id)).toMatchObject({
+      state: 'failed',
+      failures: [{ reasons: [expect.stringMatching(/queue timeout/)] }],
+    });
+  });
+
   it('a worker with nobody listening is lost at once, not declined in a loop', async () => {
     h = await Harness.start();
     const ghost = await h.worker('ghost');
