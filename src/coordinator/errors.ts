@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
 
 /**
@@ -5,8 +6,6 @@ import { InputError } from '../models/errors.ts';
  * in the ErrorReply payload and, as numbers, in the NATS micro service's own error headers (`Nats-Service-Error-Code`),
  * so `$SRV.STATS` counts them and a client in any language can tell them apart.
  */
-export const ERROR_CODES = ['invalid', 'not_found', 'conflict', 'unavailable', 'internal'] as const;
-export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** HTTP-like numbers for the service error header (400 bad request, 404, 409, 503, 500). */
 export const SERVICE_ERROR_NUMBERS: Record<ErrorCode, number> = {

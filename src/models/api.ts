@@ -55,9 +55,13 @@ export const SubmitReply = z.strictObject({
 });
 export type SubmitReply = z.infer<typeof SubmitReply>;
 
+/** What went wrong, for a client to match on (never the message text). */
+export const ErrorCode = z.enum(['invalid', 'not_found', 'conflict', 'unavailable', 'internal']);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
 export const ErrorReply = z.strictObject({
   error: z.strictObject({
-    code: z.enum(['invalid', 'not_found', 'conflict', 'unavailable', 'internal']),
+    code: ErrorCode,
     message: z.string(),
     issues: z.array(z.string()),
   }),
