@@ -250,6 +250,9 @@ export async function parseStudyJobs(blob: Uint8Array, studyId: string): Promise
   return records;
 }
 
+/** KV `jobs` key of a job: under its study, so a finished study's states go in one purge. */
+export const jobKey = (rec: JobRecord) => `${rec.job.study_id}.${rec.job.job_id}`;
+
 /** The stored mutable part of a job record, as KV `jobs` holds it. */
 export function stateJson(rec: JobRecord): string {
   const { job: _job, ...state } = rec;

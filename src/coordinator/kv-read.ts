@@ -28,3 +28,14 @@ export async function readAll(kv: KV): Promise<KvValue[]> {
   watch.stop();
   return out;
 }
+
+const decoder = new TextDecoder();
+
+/** A stored value's JSON, or undefined when it is not JSON (the caller's schema then refuses it). */
+export function safeJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+}

@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import { type JobRecord, StoredJobState } from '../models/job-record.ts';
 import { StoredStudyRecord, type StudyRecord } from '../models/study-record.ts';
 import type { Resources } from '../transport/resources.ts';
-import { fetchStudyJobs, parseStudyJobs, stateJson } from './jobspecs.ts';
-import { readAll } from './kv-read.ts';
+import { fetchStudyJobs, jobKey, parseStudyJobs, stateJson } from './jobspecs.ts';
+import { readAll, safeJson } from './kv-read.ts';
 
 export interface Entry<T> {
   rec: T;
@@ -22,16 +22,6 @@ export interface LoadedState {
   stale: Set<string>;
   /** Jobs whose state sits under a key of the first format (`<job>`), by job id: moved under `<study>.<job>`. */
   legacy: Map<string, string>;
-}
-
-const decoder = new TextDecoder();
-
-function safeJson(data: Uint8Array): unknown {
-  try {
-    return JSON.parse(decoder.decode(data));
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -128,7 +118,7 @@ export async function removeOrphans(
 export async function moveLegacyStates(kv: Resources['kv']['jobs'], loaded: LoadedState): Promise<void> {
   for (const [id, oldKey] of loaded.legacy) {
     const e = loaded.jobs.get(id)!;
-    const rev = await kv.put(`${e.rec.job.study_id}.${id}`, stateJson(e.rec));
+    const rev = await kv.put(jobKey(e.rec), stateJson(e.rec));
     loaded.jobs.set(id, { rec: e.rec, rev });
     await kv.purge(oldKey);
   }

@@ -7,7 +7,7 @@ import { BUCKETS, type Resources } from '../transport/resources.ts';
 import type { Clock } from './clock.ts';
 import { JobIndexes } from './indexes.ts';
 import { isTerminal } from './job-state.ts';
-import { putStudyJobs, stateJson } from './jobspecs.ts';
+import { jobKey, putStudyJobs, stateJson } from './jobspecs.ts';
 import { type Entry, moveLegacyStates, readState, removeOrphans } from './load.ts';
 
 /** A change the store committed (or found committed by someone else): what the rest of the coordinator reacts to. */
@@ -32,9 +32,6 @@ function isConflict(err: unknown): boolean {
       err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
   );
 }
-
-/** KV `jobs` key of a job: under its study, so a finished study's states go in one purge. */
-export const jobKey = (rec: JobRecord) => `${rec.job.study_id}.${rec.job.job_id}`;
 
 type StoreResources = Pick<Resources, 'jsm' | 'jobspecs'> & { kv: Pick<Resources['kv'], 'jobs' | 'studies'> };
 
@@ -131,55 +128,69 @@ export class StateStore {
    * StoreWriteError when the write fails otherwise: the change did not happen (as far as anyone may assume).
    */
   update(jobId: string, fn: (rec: JobRecord) => JobRecord): Promise<JobRecord | undefined> {
-    return this.serial(`j:${jobId}`, async () => {
-      for (let conflicts = 0; ; conflicts++) {
-        const e = this.jobs.get(jobId);
-        if (!e) return undefined;
-        const next = fn(e.rec);
-        if (next === e.rec) return e.rec;
-        let rev: number;
-        try {
-          const { jobs } = this.r.kv;
-          const key = jobKey(next);
-          rev = await (e.rev === 0
-            ? jobs.create(key, stateJson(next))
-            : jobs.update(key, stateJson(next), e.rev));
-        } catch (err) {
-          if (!isConflict(err) || conflicts >= MAX_CONFLICTS)
-            throw new StoreWriteError(`job ${jobId} not stored`, { cause: err });
-          this.log.warn({ job_id: jobId }, 'job record changed underneath; reloading and applying again');
-          await this.reloadJob(jobId);
-          continue;
-        }
-        this.setJob(jobId, { rec: next, rev });
-        return next;
-      }
+    const { jobs } = this.r.kv;
+    return this.casUpdate(`job ${jobId}`, fn, {
+      get: () => this.jobs.get(jobId),
+      write: (next, rev) =>
+        rev === 0
+          ? jobs.create(jobKey(next), stateJson(next))
+          : jobs.update(jobKey(next), stateJson(next), rev),
+      reload: async () => {
+        this.log.warn({ job_id: jobId }, 'job record changed underneath; reloading and applying again');
+        await this.reloadJob(jobId);
+        return true;
+      },
+      set: (e) => this.setJob(jobId, e),
     });
   }
 
   /** As `update`, for a study record. */
   updateStudy(studyId: string, fn: (rec: StudyRecord) => StudyRecord): Promise<StudyRecord | undefined> {
-    return this.serial(`s:${studyId}`, async () => {
+    const { studies } = this.r.kv;
+    return this.casUpdate(`study ${studyId}`, fn, {
+      get: () => this.studies.get(studyId),
+      write: (next, rev) => studies.update(studyId, JSON.stringify(next), rev),
+      reload: async () => {
+        const entry = await studies.get(studyId);
+        if (entry?.operation !== 'PUT') return false;
+        this.setStudy(studyId, {
+          rec: StoredStudyRecord.parse(JSON.parse(entry.string())),
+          rev: entry.revision,
+        });
+        return true;
+      },
+      set: (e) => this.setStudy(studyId, e),
+    });
+  }
+
+  /** The compare-and-set loop both record kinds share: serialised per record, re-applied on a conflict. */
+  private casUpdate<T>(
+    what: string,
+    fn: (rec: T) => T,
+    ops: {
+      get(): Entry<T> | undefined;
+      write(next: T, rev: number): Promise<number>;
+      /** Reloads the stored record; false when it is gone. */
+      reload(): Promise<boolean>;
+      set(e: Entry<T>): void;
+    },
+  ): Promise<T | undefined> {
+    return this.serial(what, async () => {
       for (let conflicts = 0; ; conflicts++) {
-        const e = this.studies.get(studyId);
+        const e = ops.get();
         if (!e) return undefined;
         const next = fn(e.rec);
         if (next === e.rec) return e.rec;
         let rev: number;
         try {
-          rev = await this.r.kv.studies.update(studyId, JSON.stringify(next), e.rev);
+          rev = await ops.write(next, e.rev);
         } catch (err) {
           if (!isConflict(err) || conflicts >= MAX_CONFLICTS)
-            throw new StoreWriteError(`study ${studyId} not stored`, { cause: err });
-          const entry = await this.r.kv.studies.get(studyId);
-          if (entry?.operation !== 'PUT') return undefined;
-          this.setStudy(studyId, {
-            rec: StoredStudyRecord.parse(JSON.parse(entry.string())),
-            rev: entry.revision,
-          });
+            throw new StoreWriteError(`${what} not stored`, { cause: err });
+          if (!(await ops.reload())) return undefined;
           continue;
         }
-        this.setStudy(studyId, { rec: next, rev });
+        ops.set({ rec: next, rev });
         return next;
       }
     });

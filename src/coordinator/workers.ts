@@ -5,7 +5,7 @@ import { decode } from '../transport/connect.ts';
 import type { Resources } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { Clock } from './clock.ts';
-import { readAll } from './kv-read.ts';
+import { readAll, safeJson } from './kv-read.ts';
 import { lossWindowMs, type WorkerLiveness } from './reconcile.ts';
 
 interface Known {
@@ -130,11 +130,3 @@ const known = (ad: WorkerAd, seenAt: number, heard: boolean): Known => ({
   running: new Set(ad.running),
   heard,
 });
-
-function safeJson(data: Uint8Array): unknown {
-  try {
-    return JSON.parse(new TextDecoder().decode(data));
-  } catch {
-    return undefined;
-  }
-}

@@ -1,8 +1,7 @@
 // The coordinator's loop, step by step, through the harness: real store, registry, reconciler, placement, dispatcher
 // and results consumer against a real nats-server; a hand-moved clock and fake workers.
 import { afterEach, describe, expect, it } from 'vitest';
-import { stateJson } from '../../src/coordinator/jobspecs.ts';
-import { jobKey } from '../../src/coordinator/store.ts';
+import { jobKey, stateJson } from '../../src/coordinator/jobspecs.ts';
 import { ARCHIVE_AFTER_MS } from '../../src/coordinator/studies.ts';
 import { JobEvents, StudyEvent } from '../../src/models/api.ts';
 import { jobIdOf } from '../../src/models/study-record.ts';

@@ -1,8 +1,7 @@
 import { createUser } from '@nats-io/nkeys';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { getStudyJobs } from '../../src/coordinator/jobspecs.ts';
-import { jobKey } from '../../src/coordinator/store.ts';
+import { getStudyJobs, jobKey } from '../../src/coordinator/jobspecs.ts';
 import { claimsOf } from '../../src/models/api.ts';
 import { InputError } from '../../src/models/errors.ts';
 import { type JobRecord, StoredJobState } from '../../src/models/job-record.ts';
