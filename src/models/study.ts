@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { isPrototypeKey, sweepPathProblem } from '../study/paths.ts';
 import { VALUE_SHOWN } from './errors.ts';
+import { isPrototypeKey, sweepPathProblem } from './paths.ts';
 
 /**
  * Epochs one study may expand to: the coordinator refuses larger submits before building anything, and the schema

@@ -2,10 +2,10 @@ import { digestOf } from '../models/digest.ts';
 import { describeIssues, formatPath, friendlyError, InputError } from '../models/errors.ts';
 import type { EpochTask } from '../models/job.ts';
 import { depthProblem } from '../models/json.ts';
+import { parsePath, setAtPath } from '../models/paths.ts';
 import { Scenario } from '../models/scenario.ts';
 import { axisProblems, type ParamValue, type Study } from '../models/study.ts';
 import { deriveSeed } from '../sim/rng.ts';
-import { parsePath, setAtPath } from './paths.ts';
 
 /** One point of the sweep: its index (cadCAD's "subset") and the value of every axis. */
 export interface SweepPoint {

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { InputError, parseInput } from '../../src/models/errors.ts';
+import { parsePath, setAtPath } from '../../src/models/paths.ts';
 import { METRIC_NAMES } from '../../src/models/result.ts';
 import { MAX_EPOCHS_PER_STUDY, Study, studySize, studySizeProblem } from '../../src/models/study.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { aggregate, type EpochRow, summarise } from '../../src/study/aggregate.ts';
 import { expandStudy, runSeeds, sweepPoints } from '../../src/study/expand.ts';
-import { parsePath, setAtPath } from '../../src/study/paths.ts';
 import { renderReport } from '../../src/study/report.ts';
 import { aggregateTable, longTable, toCsv, toJsonl } from '../../src/study/tables.ts';
 import { baseScenario } from './arbitraries.ts';
