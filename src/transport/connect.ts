@@ -4,11 +4,12 @@
  */
 import { connect as tcpConnect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, type NatsConnection, type QueuedIterator, type Status } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { InputError, parseInput } from '../models/errors.ts';
 import { type EmbeddedNats, startEmbeddedNats } from './nats-server.ts';
 import { ensureResources, type Resources } from './resources.ts';
+import { type StatusWatch, watchStatus } from './status.ts';
 
 /** Environment variable naming the NATS server to use instead of the embedded one. */
 export const NATS_URL_ENV = 'PLURIGRID_NATS_URL';
@@ -107,36 +108,6 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
 export interface StatusLog {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
-}
-
-/** A running watch on a connection's status; it also ends by itself when the connection closes. */
-export interface StatusWatch {
-  stop(): void;
-  /** Settles once the watch has ended. */
-  readonly done: Promise<void>;
-}
-
-/**
- * Follows `nc.status()` with `onStatus` until `stop()` or the connection closes. Each watch has its own iterator,
- * so several can follow one connection.
- */
-export function watchStatus(nc: NatsConnection, onStatus: (status: Status) => void): StatusWatch {
-  const statuses = nc.status();
-  let stopped = false;
-  const done = (async () => {
-    for await (const status of statuses) {
-      if (stopped) break;
-      onStatus(status);
-    }
-  })();
-  return {
-    stop: () => {
-      stopped = true;
-      // nats.js hands out a QueuedIterator; stopping it ends the loop now rather than at the next status.
-      (statuses as Partial<QueuedIterator<Status>>).stop?.();
-    },
-    done,
-  };
 }
 
 /** While the bus stays unreachable, a reminder this often (the client retries every 250 ms, silently). */

@@ -32,8 +32,9 @@ import {
 } from '@nats-io/jetstream';
 import { type KV, Kvm, type KvOptions } from '@nats-io/kv';
 import { type ObjectStore, Objm } from '@nats-io/obj';
-import type { NatsConnection, QueuedIterator, Status } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { nanos } from '@nats-io/transport-node';
+import { watchStatus } from './status.ts';
 import { subjects } from './subjects.ts';
 
 /** Outputs larger than this go to the `outputs` object store; the result envelope carries a reference. */
@@ -318,7 +319,6 @@ export function keepStreams(
   let stopped = false;
   let running = false;
   let again = false;
-  const statuses = nc.status();
 
   /** Ensures one stream; false when it is worth trying again (JetStream not answering yet). */
   const ensureOne = async (def: StreamDefinition, attempt: number): Promise<boolean> => {
@@ -382,18 +382,13 @@ export function keepStreams(
     }
   };
 
-  void (async () => {
-    for await (const status of statuses) {
-      if (stopped) break;
-      if (status.type === 'reconnect') void run();
-    }
-  })();
-
+  const watch = watchStatus(nc, (status) => {
+    if (status.type === 'reconnect') void run();
+  });
   return {
     stop: () => {
       stopped = true;
-      // nats.js hands out a QueuedIterator; stopping it ends the loop now rather than at the next status.
-      (statuses as Partial<QueuedIterator<Status>>).stop?.();
+      watch.stop();
     },
   };
 }

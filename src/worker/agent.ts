@@ -4,9 +4,10 @@ import { type Assignment, AssignRequest, CancelJob, type JobResult } from '../mo
 import { canonicalJson, digestOf } from '../models/digest.ts';
 import { JobOutput, jobInput, outputDigest } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
-import { decode, logConnectionStatus, type StatusWatch } from '../transport/connect.ts';
+import { decode, logConnectionStatus } from '../transport/connect.ts';
 import type { Identity } from '../transport/identity.ts';
 import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
+import type { StatusWatch } from '../transport/status.ts';
 import { subjects } from '../transport/subjects.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
 import { ResultBatcher } from './result-batcher.ts';
