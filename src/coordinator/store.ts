@@ -1,9 +1,9 @@
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import type { JobRecord } from '../models/job-record.ts';
 import { StoredJobState } from '../models/job-record.ts';
 import { jobIdsOf, StoredStudyRecord, type StudyRecord } from '../models/study-record.ts';
 import { BUCKETS, type Resources } from '../transport/resources.ts';
+import { type CasOps, compareAndSet, StoreWriteError } from './cas.ts';
 import type { Clock } from './clock.ts';
 import { JobIndexes } from './indexes.ts';
 import { isTerminal } from './job-state.ts';
@@ -14,24 +14,6 @@ import { type Entry, moveLegacyStates, readState, removeOrphans } from './load.t
 export type Commit =
   | { kind: 'job'; id: string; before: JobRecord; after: JobRecord }
   | { kind: 'study'; id: string; before: StudyRecord | undefined; after: StudyRecord };
-
-/** A write failed for another reason than a conflict: nothing may act as if it happened. */
-export class StoreWriteError extends Error {
-  constructor(what: string, options: ErrorOptions) {
-    super(`${what}: ${(options.cause as Error)?.message ?? options.cause}`, options);
-    this.name = 'StoreWriteError';
-  }
-}
-
-const MAX_CONFLICTS = 10;
-
-function isConflict(err: unknown): boolean {
-  return (
-    err instanceof JetStreamApiError &&
-    (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
-}
 
 type StoreResources = Pick<Resources, 'jsm' | 'jobspecs'> & { kv: Pick<Resources['kv'], 'jobs' | 'studies'> };
 
@@ -163,37 +145,9 @@ export class StateStore {
     });
   }
 
-  /** The compare-and-set loop both record kinds share: serialised per record, re-applied on a conflict. */
-  private casUpdate<T>(
-    what: string,
-    fn: (rec: T) => T,
-    ops: {
-      get(): Entry<T> | undefined;
-      write(next: T, rev: number): Promise<number>;
-      /** Reloads the stored record; false when it is gone. */
-      reload(): Promise<boolean>;
-      set(e: Entry<T>): void;
-    },
-  ): Promise<T | undefined> {
-    return this.serial(what, async () => {
-      for (let conflicts = 0; ; conflicts++) {
-        const e = ops.get();
-        if (!e) return undefined;
-        const next = fn(e.rec);
-        if (next === e.rec) return e.rec;
-        let rev: number;
-        try {
-          rev = await ops.write(next, e.rev);
-        } catch (err) {
-          if (!isConflict(err) || conflicts >= MAX_CONFLICTS)
-            throw new StoreWriteError(`${what} not stored`, { cause: err });
-          if (!(await ops.reload())) return undefined;
-          continue;
-        }
-        ops.set({ rec: next, rev });
-        return next;
-      }
-    });
+  /** Serialised per record: its transitions never interleave. */
+  private casUpdate<T>(what: string, fn: (rec: T) => T, ops: CasOps<T>): Promise<T | undefined> {
+    return this.serial(what, () => compareAndSet(what, fn, ops));
   }
 
   /**
