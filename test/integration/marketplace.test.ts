@@ -368,11 +368,12 @@ describe('control', () => {
       // Every attempt the cheater finished was rejected (one it was still running when stopped was handed back).
       const cheated = rejected.filter((h) => h.ended === 'rejected');
       expect(cheated.length).toBeGreaterThan(0);
+      // Every rejection is the cheater's. (Other ends are no verdict on a result: under load the honest worker's
+      // first assignment may be reclaimed before it has subscribed.)
       for (const h of cheated) {
         expect(h.worker_id).toBe(cheater.id);
         expect(h.reason).toMatch(/result digest does not match its content/);
       }
-      expect(rejected.every((h) => h.worker_id === cheater.id)).toBe(true);
     } finally {
       await cheater.stop();
     }
