@@ -91,9 +91,11 @@ async function main() {
             ended: 'ok',
             reason: null,
             ended_at: now,
+            verdict: 'valid',
+            pay: 0,
           },
         ],
-        result: { seq: 1, attempt: 1, worker_id: w, output_digest: 'x' },
+        result: { seq: 1, attempt: 1, worker_id: w, output_digest: 'x', agreed: 1 },
       };
     });
     await store.createStudy({ ...template.study, study_id: studyId }, jobs);

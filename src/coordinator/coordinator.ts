@@ -4,11 +4,14 @@ import { keepStreams, type Resources, type StreamKeeper } from '../transport/res
 import { type Clock, systemClock } from './clock.ts';
 import { Dispatcher } from './dispatch.ts';
 import { EventPublisher } from './events.ts';
+import { StudyFunds } from './funds.ts';
 import { type Intake, threadIntake } from './intake-pool.ts';
-import { DEFAULT_RETRY, isTerminal, type RetryPolicy } from './job-state.ts';
+import { DEFAULT_RETRY, isTerminal, liveExecutions, type RetryPolicy, reverify } from './job-state.ts';
 import { Outputs } from './outputs.ts';
+import type { TrustPolicy } from './reputation.ts';
 import { ResultsConsumer } from './results.ts';
 import { Scheduler } from './scheduler.ts';
+import { ProviderStanding, type ReputationStore } from './standing.ts';
 import { StateStore } from './store.ts';
 import { StudyService } from './studies.ts';
 import { WorkerRegistry } from './workers.ts';
@@ -33,6 +36,13 @@ export interface CoordinatorOptions {
   intake?: Intake;
   /** Run scheduling rounds on a timer as well as on changes (default true; the test harness drives them). */
   timer?: boolean;
+  /** When providers earn trust (adaptive replication). */
+  trust?: TrustPolicy;
+  /** The draw that decides audits of trusted providers' jobs (default Math.random). */
+  rand?: () => number;
+  /** A provider's stake in µSIM (default: the ledger's; none without one). */
+  stakeOf?: (workerId: string) => number;
+  reputations?: ReputationStore;
   log: Logger;
 }
 
@@ -48,6 +58,8 @@ export class Coordinator {
   readonly registry: WorkerRegistry;
   readonly studies: StudyService;
   readonly scheduler: Scheduler;
+  readonly funds: StudyFunds;
+  readonly standing: ProviderStanding;
   readonly image: string;
   private readonly events: EventPublisher;
   private readonly dispatch: Dispatcher;
@@ -74,6 +86,25 @@ export class Coordinator {
     this.registry = new WorkerRegistry({ clock, missedHeartbeats, log: o.log });
     this.events = new EventPublisher(nc, clock);
     const outputs = new Outputs(resources, o.outputCacheBytes);
+    this.funds = new StudyFunds();
+    this.standing = new ProviderStanding({
+      funds: this.funds,
+      stakeOf: o.stakeOf ?? (() => 0),
+      reverify: (id) => {
+        // Only while its study is open: a closed study's results have been read; its provider is slashed all the same.
+        const rec = this.store.job(id);
+        if (!rec || this.store.study(rec.job.study_id)?.summary) return;
+        this.store
+          .update(id, (r) => reverify(r, clock.now(), retry))
+          .catch((e) =>
+            o.log.warn({ job_id: id, err: (e as Error).message }, 're-verification not recorded'),
+          );
+      },
+      ...(o.reputations ? { persist: o.reputations } : {}),
+      clock,
+      ...(o.trust ? { policy: o.trust } : {}),
+      log: o.log,
+    });
     this.studies = new StudyService({
       resources,
       store: this.store,
@@ -84,6 +115,7 @@ export class Coordinator {
       image: o.image,
       retry,
       maxLiveEpochs: o.maxLiveEpochs ?? DEFAULT_MAX_LIVE_EPOCHS,
+      funds: this.funds,
       log: o.log,
     });
     this.dispatch = new Dispatcher({
@@ -99,6 +131,9 @@ export class Coordinator {
       flushEvents: () => this.events.flush(),
     });
     this.scheduler = new Scheduler({
+      standing: this.standing,
+      funds: this.funds,
+      ...(o.rand ? { rand: o.rand } : {}),
       store: this.store,
       registry: this.registry,
       dispatch: this.dispatch,
@@ -117,12 +152,20 @@ export class Coordinator {
       log: o.log,
       afterTurn: () => this.events.flush(),
     });
+    this.store.onCommit(this.funds.onCommit);
+    this.store.onCommit(this.standing.onCommit);
     this.store.onCommit(this.events.onCommit);
     this.store.onCommit(this.dispatch.onCommit);
     this.store.onCommit(this.studies.onCommit);
     this.store.onCommit((c) => {
-      // A job left the queue or the running set, or came back to the queue: capacity or work changed.
-      if (c.kind === 'job' && (c.before.status !== c.after.status || isTerminal(c.after)))
+      // A job left the queue or the running set, came back to the queue, or an execution ended (a slot is free):
+      // capacity or work changed.
+      if (
+        c.kind === 'job' &&
+        (c.before.status !== c.after.status ||
+          isTerminal(c.after) ||
+          liveExecutions(c.before).length !== liveExecutions(c.after).length)
+      )
         this.scheduler.kick();
       if (c.kind === 'study' && c.before === undefined) this.scheduler.kick();
     });
@@ -133,11 +176,16 @@ export class Coordinator {
     // nats-server 2.9 does not restore memory streams (EVENTS) after a restart: re-ensure them on every reconnect.
     this.keeper = keepStreams(this.nc, this.resources.jsm, this.log);
     const loaded = await this.store.load();
+    for (const study of this.store.allStudies()) this.funds.load(study, this.store.jobsOf(study));
+    await this.standing.load();
     await this.registry.start(this.nc, this.resources);
     await this.results.start();
     if (this.timer) {
       this.scheduler.start();
-      this.housekeeping = setInterval(() => void this.studies.archiveFinished(), 1000);
+      this.housekeeping = setInterval(() => {
+        void this.studies.archiveFinished();
+        void this.standing.flush();
+      }, 1000);
       this.housekeeping.unref();
     }
     this.log.info({ ...loaded, image: this.image }, 'coordinator started');
@@ -151,6 +199,7 @@ export class Coordinator {
     await this.results.stop();
     await this.studies.idle();
     await this.store.settle();
+    await this.standing.flush();
     this.events.flush();
     await this.intake.close();
   }

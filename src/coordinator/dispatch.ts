@@ -40,8 +40,8 @@ export interface DispatchDeps {
  * may still run it), never ride along on a save.
  */
 export class Dispatcher {
-  /** Jobs being assigned right now, and to which worker (counted against its slots until recorded). */
-  readonly inflight = new Map<string, string>();
+  /** Jobs being assigned right now, and to which workers (counted against their slots until recorded). */
+  readonly inflight = new Map<string, Set<string>>();
   private readonly d: DispatchDeps;
 
   constructor(deps: DispatchDeps) {
@@ -69,15 +69,15 @@ export class Dispatcher {
     if (failed.length > 0) throw new Error(`${failed.length} of ${actions.length} actions not applied`);
   }
 
-  /** Places jobs: one assignment request per worker. */
+  /** Places executions: one assignment request per worker. */
   async place(placements: readonly Placement[]): Promise<void> {
-    const perWorker = new Map<string, string[]>();
+    const perWorker = new Map<string, Placement[]>();
     for (const p of placements) {
       const list = perWorker.get(p.worker_id);
-      if (list) list.push(p.job_id);
-      else perWorker.set(p.worker_id, [p.job_id]);
+      if (list) list.push(p);
+      else perWorker.set(p.worker_id, [p]);
     }
-    await Promise.all([...perWorker].map(([w, ids]) => this.assign(w, ids)));
+    await Promise.all([...perWorker].map(([w, ps]) => this.assign(w, ps)));
   }
 
   /**
@@ -87,27 +87,33 @@ export class Dispatcher {
    * heard from again. A request that times out leaves its executions to the reconciler (the worker may have taken
    * them).
    */
-  private async assign(workerId: string, jobIds: readonly string[]): Promise<void> {
+  private async assign(workerId: string, placements: readonly Placement[]): Promise<void> {
     const { store, clock } = this.d;
-    for (const id of jobIds) this.inflight.set(id, workerId);
+    for (const p of placements) {
+      const ws = this.inflight.get(p.job_id);
+      if (ws) ws.add(workerId);
+      else this.inflight.set(p.job_id, new Set([workerId]));
+    }
     try {
       const leased = await Promise.all(
-        jobIds.map((id) =>
+        placements.map((p) =>
           store
-            .update(id, (r) =>
-              startExecution(r, workerId, clock.now(), r.job.limits.timeout_s * 1000 + this.d.leaseGraceMs),
+            .update(p.job_id, (r) =>
+              startExecution(r, workerId, clock.now(), r.job.limits.timeout_s * 1000 + this.d.leaseGraceMs, {
+                pay: p.pay,
+                unreplicated: p.unreplicated,
+              }),
             )
             .catch((e) => {
-              this.d.log.error({ job_id: id, err: (e as Error).message }, 'execution not recorded');
+              this.d.log.error({ job_id: p.job_id, err: (e as Error).message }, 'execution not recorded');
               return undefined;
             }),
         ),
       );
       const assignments: Assignment[] = [];
       for (const rec of leased) {
-        const e = rec?.executions.at(-1);
-        if (rec?.status === 'assigned' && e?.worker_id === workerId && e.ended === null)
-          assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until });
+        const e = rec?.executions.find((x) => x.worker_id === workerId && x.ended === null);
+        if (rec && e) assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until });
       }
       this.d.flushEvents(); // in the same socket write as the request
       for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
@@ -116,7 +122,11 @@ export class Dispatcher {
         if (still.length > 0) await this.request(workerId, still);
       }
     } finally {
-      for (const id of jobIds) this.inflight.delete(id);
+      for (const p of placements) {
+        const ws = this.inflight.get(p.job_id);
+        ws?.delete(workerId);
+        if (ws?.size === 0) this.inflight.delete(p.job_id);
+      }
     }
   }
 

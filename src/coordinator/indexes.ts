@@ -8,7 +8,8 @@ import { isTerminal } from './job-state.ts';
  */
 export class JobIndexes {
   private readonly queued = new Set<string>();
-  readonly assigned = new Set<string>();
+  /** Jobs with a live execution (assigned ones, and queued ones whose first replicas run while more are wanted). */
+  readonly running = new Set<string>();
   private order: string[] = [];
   private head = 0;
   private dirty = false;
@@ -20,13 +21,14 @@ export class JobIndexes {
   /** Accounts for a job's change from `before` (undefined: new to the store) to `after`. */
   apply(id: string, before: JobRecord | undefined, after: JobRecord): void {
     this.queued.delete(id);
-    this.assigned.delete(id);
+    this.running.delete(id);
     this.deadlines.delete(id);
     if (after.status === 'queued' && after.queue_deadline !== null) this.deadlines.add(id);
     if (after.status === 'queued') {
       this.queued.add(id);
       if (before?.status !== 'queued' || before.enqueued_at !== after.enqueued_at) this.dirty = true;
-    } else if (after.status === 'assigned') this.assigned.add(id);
+    }
+    if (!isTerminal(after) && after.executions.some((e) => e.ended === null)) this.running.add(id);
     const study = after.job.study_id;
     const wasLive = before !== undefined && !isTerminal(before);
     const isLive = !isTerminal(after);

@@ -8,8 +8,26 @@ import { Scenario } from '../models/scenario.ts';
 import { Study, studyNameFrom, studySizeProblem } from '../models/study.ts';
 import { jobIdOf, type StudyRecord } from '../models/study-record.ts';
 import { expandStudy } from '../study/expand.ts';
-import { newJobRecord, type RetryPolicy } from './job-state.ts';
+import { type JobTerms, newJobRecord, type RetryPolicy } from './job-state.ts';
 import { DEFAULT_PACK, packEpochs } from './pack.ts';
+import { studyEstimate } from './pricing.ts';
+
+/** With a budget and no max price, a study pays at most this per CPU-second (SIM): ~2× the workers' default ask. */
+export const DEFAULT_MAX_PRICE = 0.002;
+
+/** A budget below what the study's jobs cost at its max price, each run by its quorum (the figures in µSIM). */
+export class BudgetTooSmallError extends InputError {
+  readonly estimate: number;
+  readonly budget: number;
+  constructor(budget: number, estimate: number, path: string) {
+    super('budget too small', [
+      `${path}: ${budget / 1e6} SIM does not cover the estimate of ${estimate / 1e6} SIM (every job at max_price, run by its quorum)`,
+    ]);
+    this.name = 'BudgetTooSmallError';
+    this.estimate = estimate;
+    this.budget = budget;
+  }
+}
 
 /** A single scenario's own seed (expansion replaces it with a run seed, so it is checked here). */
 const OwnSeed = z.object({ seed: Scenario.shape.seed.default(0) });
@@ -25,7 +43,7 @@ export interface Submission {
  */
 export function buildSubmission(
   req: SubmitRequest,
-  ctx: { studyId: string; image: string; now: number; retry: RetryPolicy },
+  ctx: { studyId: string; image: string; now: number; retry: RetryPolicy; budget?: number },
 ): Submission {
   // Bad input ends as an InputError (the API's `invalid`), never as a ZodError or RangeError (`internal`).
   const study: Study = req.study
@@ -76,6 +94,16 @@ export function buildSubmission(
     ...(req.max_attempts !== undefined ? { maxAttempts: req.max_attempts } : {}),
     ...(req.queue_timeout_s !== undefined ? { queueTimeoutMs: req.queue_timeout_s * 1000 } : {}),
   };
+  const quorum = req.verification?.quorum ?? 2;
+  const budget = ctx.budget ?? 0;
+  // A study without a budget is free: nothing is paid, so there is no price to cap.
+  const maxPrice = budget > 0 ? (req.max_price ?? DEFAULT_MAX_PRICE) : null;
+  const terms: JobTerms = {
+    quorum,
+    max_results: req.verification?.max_results ?? quorum + 2,
+    adaptive: req.verification?.adaptive ?? true,
+    max_price: maxPrice,
+  };
   const jobs = batches.map((batch, i) => {
     const jobId = jobIdOf(ctx.studyId, i);
     const job: Job = {
@@ -87,8 +115,16 @@ export function buildSubmission(
       limits,
       priority: req.priority ?? 0,
     };
-    return newJobRecord(job, ctx.now, retry);
+    return newJobRecord(job, ctx.now, retry, terms);
   });
+  if (maxPrice !== null) {
+    const estimate = studyEstimate(
+      jobs.map((j) => j.job),
+      maxPrice,
+      quorum,
+    );
+    if (budget < estimate) throw new BudgetTooSmallError(budget, estimate, 'budget');
+  }
   return {
     study: {
       study_id: ctx.studyId,
@@ -103,6 +139,10 @@ export function buildSubmission(
       image: ctx.image,
       summary: null,
       archived: false,
+      quorum,
+      budget,
+      payer: budget > 0 ? (req.auth?.key ?? null) : null,
+      max_price: maxPrice,
     },
     jobs,
   };

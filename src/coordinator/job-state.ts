@@ -46,7 +46,23 @@ export const isTerminal = (rec: JobRecord) =>
 
 export const liveExecutions = (rec: JobRecord): Execution[] => rec.executions.filter((e) => e.ended === null);
 
-export function newJobRecord(job: Job, now: number, policy: RetryPolicy): JobRecord {
+/** How a job's results are verified and what it may pay (from its study). */
+export interface JobTerms {
+  quorum: number;
+  max_results: number;
+  adaptive: boolean;
+  max_price: number | null;
+}
+
+/** One unreplicated execution, nothing paid: how jobs ran before verification by replication. */
+export const SINGLE: JobTerms = { quorum: 1, max_results: 1, adaptive: false, max_price: null };
+
+export function newJobRecord(
+  job: Job,
+  now: number,
+  policy: RetryPolicy,
+  terms: JobTerms = SINGLE,
+): JobRecord {
   return {
     job,
     status: 'queued',
@@ -58,23 +74,85 @@ export function newJobRecord(job: Job, now: number, policy: RetryPolicy): JobRec
     queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
     enqueued_at: now,
     executions: [],
+    quorum: terms.quorum,
+    max_results: Math.max(terms.quorum, terms.max_results),
+    adaptive: terms.adaptive,
+    max_price: terms.max_price,
     result: null,
     reason: null,
     updated_at: now,
   };
 }
 
-/** Keeps every live execution and the most recent ended ones. */
+/**
+ * Keeps every live execution, every result (their vote and payment hang on them; there are at most max_results),
+ * and the most recent other ends.
+ */
 function bounded(executions: Execution[]): Execution[] {
-  const ended = executions.filter((e) => e.ended !== null);
-  if (ended.length <= MAX_ENDED_EXECUTIONS) return executions;
-  const drop = new Set(ended.slice(0, ended.length - MAX_ENDED_EXECUTIONS));
+  const dropable = executions.filter((e) => e.ended !== null && e.ended !== 'ok');
+  if (dropable.length <= MAX_ENDED_EXECUTIONS) return executions;
+  const drop = new Set(dropable.slice(0, dropable.length - MAX_ENDED_EXECUTIONS));
   return executions.filter((e) => !drop.has(e));
 }
 
-/** queued → assigned: a new execution on a worker, leased until `now + leaseMs`. Anything else is unchanged. */
-export function startExecution(rec: JobRecord, workerId: string, now: number, leaseMs: number): JobRecord {
-  if (rec.status !== 'queued') return rec;
+/** Sound results so far, grouped by output digest, largest group first (ties: the earlier result first). */
+export function tally(rec: JobRecord): { digest: string; executions: Execution[] }[] {
+  const groups = new Map<string, Execution[]>();
+  for (const e of rec.executions) {
+    if (e.ended !== 'ok' || e.output_digest === null) continue;
+    const g = groups.get(e.output_digest);
+    if (g) g.push(e);
+    else groups.set(e.output_digest, [e]);
+  }
+  return [...groups]
+    .map(([digest, executions]) => ({ digest, executions }))
+    .sort(
+      (a, b) =>
+        b.executions.length - a.executions.length || a.executions[0]!.attempt - b.executions[0]!.attempt,
+    );
+}
+
+const resultCount = (rec: JobRecord) => rec.executions.filter((e) => e.ended === 'ok').length;
+
+/**
+ * Executions a job still wants started: enough that, if they all agree with the largest group so far, a quorum is
+ * reached — never more than its bound on results allows.
+ */
+export function wanted(rec: JobRecord): number {
+  if (isTerminal(rec)) return 0;
+  const live = liveExecutions(rec).length;
+  const best = tally(rec)[0]?.executions.length ?? 0;
+  return Math.max(0, Math.min(rec.quorum - best - live, rec.max_results - resultCount(rec) - live));
+}
+
+/** Workers that may not run another execution of this job: one running it, or one whose result is in (distinct providers). */
+export function workersUsed(rec: JobRecord): string[] {
+  return [
+    ...new Set(rec.executions.filter((e) => e.ended === null || e.ended === 'ok').map((e) => e.worker_id)),
+  ];
+}
+
+export interface StartOptions {
+  /** What its provider is paid if its result is valid (µSIM). */
+  pay?: number;
+  /** Adaptive replication: the first execution goes to a trusted provider, unaudited — its result alone decides. */
+  unreplicated?: boolean;
+}
+
+/**
+ * A new execution on a worker, leased until `now + leaseMs`, if the job wants one and the worker has none of it yet.
+ * The job is `assigned` once it has all the executions it wants. Anything else is unchanged.
+ */
+export function startExecution(
+  rec: JobRecord,
+  workerId: string,
+  now: number,
+  leaseMs: number,
+  options: StartOptions = {},
+): JobRecord {
+  if (rec.status !== 'queued' || workersUsed(rec).includes(workerId)) return rec;
+  const quorum = options.unreplicated && rec.adaptive && rec.attempts === 0 ? 1 : rec.quorum;
+  if (wanted({ ...rec, quorum }) < 1) return rec;
   const execution: Execution = {
     attempt: rec.attempts + 1,
     worker_id: workerId,
@@ -85,15 +163,18 @@ export function startExecution(rec: JobRecord, workerId: string, now: number, le
     ended: null,
     reason: null,
     ended_at: null,
+    verdict: null,
+    pay: options.pay ?? 0,
   };
-  return {
+  const next: JobRecord = {
     ...rec,
-    status: 'assigned',
+    quorum,
     attempts: execution.attempt,
     executions: [...rec.executions, execution],
     queue_deadline: null,
     updated_at: now,
   };
+  return wanted(next) > 0 ? next : { ...next, status: 'assigned' };
 }
 
 /** The live execution a result or failure report is about, if it is still live (anything else is stale). */
@@ -112,22 +193,68 @@ function endedAs(
   return { ...e, ...extra, ended, reason, ended_at: now };
 }
 
-/** assigned → done with the result of one of its live executions. */
-export function accept(
+/**
+ * Decides a job after one of its executions ended: accepted once a quorum of results from distinct providers agree
+ * (the agreeing ones valid, the others invalid, any still running stopped unpaid); otherwise it waits for the ones
+ * running, wants more (back in the queue after `delay`), or fails once its bound on results or failures is reached.
+ */
+function decide(rec: JobRecord, now: number, delay: number, policy: RetryPolicy): JobRecord {
+  const groups = tally(rec);
+  const top = groups[0];
+  if (top && top.executions.length >= rec.quorum) {
+    const canonical = top.executions[0]!;
+    return {
+      ...rec,
+      status: 'done',
+      executions: rec.executions.map((e) => {
+        if (e.ended === null) return endedAs(e, 'cancelled', 'quorum reached without it', now);
+        if (e.ended !== 'ok') return e;
+        return { ...e, verdict: e.output_digest === top.digest ? 'valid' : 'invalid' };
+      }),
+      result: {
+        seq: canonical.seq!,
+        attempt: canonical.attempt,
+        worker_id: canonical.worker_id,
+        output_digest: top.digest,
+        agreed: top.executions.length,
+      },
+      updated_at: now,
+    };
+  }
+  const live = liveExecutions(rec).length;
+  const want = wanted(rec);
+  if (live > 0) return { ...rec, status: want > 0 ? 'queued' : 'assigned' };
+  if (resultCount(rec) >= rec.max_results) {
+    const votes = groups.map((g) => `${g.digest.slice(0, 12)}×${g.executions.length}`).join(', ');
+    return {
+      ...rec,
+      status: 'failed',
+      reason: `no quorum of ${rec.quorum} within ${rec.max_results} results: ${votes}`,
+    };
+  }
+  if (rec.failures >= rec.max_attempts) return { ...rec, status: 'failed' };
+  return {
+    ...rec,
+    status: 'queued',
+    not_before: now + delay,
+    queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
+  };
+}
+
+/** A sound result of one live execution: it ends `ok`, and the job is decided by the vote. */
+export function report(
   rec: JobRecord,
   attempt: number,
   workerId: string,
   result: { seq: number; output_digest: string },
   now: number,
+  policy: RetryPolicy,
 ): JobRecord {
   if (!liveExecution(rec, attempt, workerId)) return rec;
-  return {
-    ...rec,
-    status: 'done',
-    executions: rec.executions.map((e) => (e.attempt === attempt ? endedAs(e, 'ok', null, now, result) : e)),
-    result: { seq: result.seq, attempt, worker_id: workerId, output_digest: result.output_digest },
-    updated_at: now,
-  };
+  const executions = rec.executions.map((e) =>
+    e.attempt === attempt ? endedAs(e, 'ok', null, now, result) : e,
+  );
+  return decide({ ...rec, executions, free_ends: 0, updated_at: now }, now, 0, policy);
 }
 
 export interface EndOptions {
@@ -139,9 +266,9 @@ export interface EndOptions {
 }
 
 /**
- * Ends one live execution without an accepted result. Once none is live the job goes back to the queue (with
- * backoff) or fails. Ends that are nobody's fault (a decline, a hand-back on drain) requeue at once the first time
- * and do not use up an attempt; repeated ones back off, so nothing can bounce a job in a tight loop.
+ * Ends one live execution without a result. Once none is live the job goes back to the queue (with backoff) or
+ * fails. Ends that are nobody's fault (a decline, a hand-back on drain) requeue at once the first time and do not
+ * use up an attempt; repeated ones back off, so nothing can bounce a job in a tight loop.
  */
 export function endExecution(
   rec: JobRecord,
@@ -163,17 +290,28 @@ export function endExecution(
   );
   const failures = rec.failures + (counted ? 1 : 0);
   const free_ends = counted ? 0 : rec.free_ends + 1;
-  const next: JobRecord = { ...rec, executions, failures, free_ends, updated_at: now };
-  if (executions.some((e) => e.ended === null)) return next;
-  if (failures >= rec.max_attempts) return { ...next, status: 'failed' };
   const delay = counted
     ? backoffMs(failures, policy)
     : backoffMs(free_ends - 1, { backoffBaseMs: FREE_BACKOFF_BASE_MS, backoffMaxMs: FREE_BACKOFF_MAX_MS });
+  return decide({ ...rec, executions, failures, free_ends, updated_at: now }, now, delay, policy);
+}
+
+/**
+ * A done job whose result rested on one provider alone, found cheating elsewhere: the vote is reopened and the job
+ * wants a second, agreeing result. Its earlier result stays in the vote (and stays paid if it is then confirmed).
+ */
+export function reverify(rec: JobRecord, now: number, policy: RetryPolicy): JobRecord {
+  if (rec.status !== 'done' || rec.quorum !== 1) return rec;
   return {
-    ...next,
+    ...rec,
     status: 'queued',
-    not_before: now + delay,
+    quorum: 2,
+    max_results: Math.max(rec.max_results, 3),
+    executions: rec.executions.map((e) => (e.ended === 'ok' ? { ...e, verdict: null } : e)),
+    result: null,
+    not_before: now,
     queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
+    updated_at: now,
   };
 }
 
@@ -206,11 +344,18 @@ export function workersToAvoid(rec: JobRecord): string[] {
   ];
 }
 
-/** One line per ended execution (and the record's own reason): what a user reads about a failed job. */
+/**
+ * One line per ended execution that was not accepted (and the record's own reason): what a user reads about a failed
+ * job, down to each result's output digest when no quorum was reached.
+ */
 export function failureReasons(rec: JobRecord): string[] {
   const lines = rec.executions
-    .filter((e) => e.ended !== null && e.ended !== 'ok')
-    .map((e) => `attempt ${e.attempt}: ${e.ended}${e.reason ? ` (${e.reason})` : ''}`);
+    .filter((e) => e.ended !== null && e.verdict !== 'valid')
+    .map((e) =>
+      e.ended === 'ok'
+        ? `attempt ${e.attempt} on ${e.worker_id}: output ${e.output_digest}${e.verdict === 'invalid' ? ' (outvoted)' : ''}`
+        : `attempt ${e.attempt}: ${e.ended}${e.reason ? ` (${e.reason})` : ''}`,
+    );
   if (rec.reason) lines.push(rec.reason);
   return lines;
 }

@@ -1,4 +1,5 @@
 import type { ResourceLimits } from '../models/job.ts';
+import { payFor } from './pricing.ts';
 
 /**
  * Placement in the style of Nomad's scheduler: feasibility checks, then ranking, then selection, each a small pure
@@ -16,6 +17,12 @@ export interface WorkerView {
   images: readonly string[];
   price_per_cpu_s: number;
   draining: boolean;
+  /** Has earned trust by its results: it anchors newcomers' results. */
+  established: boolean;
+  /** May run unreplicated work (established, with stake at risk). */
+  trusted: boolean;
+  /** The chance a trusted provider's job is replicated anyway. */
+  audit: number;
 }
 
 export interface PendingJob {
@@ -27,14 +34,31 @@ export interface PendingJob {
   not_before: number;
   /** Workers that already failed this job: used only when nothing else fits. */
   avoid: readonly string[];
-  /** Workers that run a live execution of this job: replicas go to distinct workers. */
+  /** Workers that run this job or returned a result for it: replicas go to distinct providers. */
   exclude: readonly string[];
+  /** Executions to start (replicas still wanted). */
+  want: number;
+  /** A fresh job whose quorum may drop to 1 on a trusted provider (adaptive replication). */
+  adaptive: boolean;
+  /** Whether none of its executions so far is on an established provider: the next should be. */
+  needs_established: boolean;
+  study_id: string;
+  /** Estimated CPU-seconds of one execution, and the most it pays per CPU-second (null: nothing is paid). */
+  work: number;
+  max_price: number | null;
 }
 
 export interface Placement {
   job_id: string;
   worker_id: string;
+  /** What the execution is paid if valid (µSIM). */
+  pay: number;
+  /** Runs alone on a trusted provider: its result decides without a replica. */
+  unreplicated: boolean;
 }
+
+/** What each study can still spend (µSIM): an execution is placed only if its study can pay for it. */
+export type Funds = Map<string, number>;
 
 /**
  * The slots of a worker worth filling now. A worker with many slots is a queue in front of its executors: topping it
@@ -48,7 +72,9 @@ export function fillableSlots(slots: number, free: number): number {
 /** Why a worker cannot take a job, or undefined when it can. */
 export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   if (w.draining) return 'draining';
-  if (job.exclude.includes(w.worker_id)) return 'already runs this job';
+  if (job.exclude.includes(w.worker_id)) return 'already ran this job';
+  if (job.max_price !== null && w.price_per_cpu_s > job.max_price)
+    return `asks ${w.price_per_cpu_s} SIM/CPU-s, the study pays at most ${job.max_price}`;
   if (w.slots_free < 1) return 'no free slot';
   if (w.memory_mb < job.limits.memory_mb) return `needs ${job.limits.memory_mb} MiB, has ${w.memory_mb}`;
   if (w.cpus < job.limits.cpus) return `needs ${job.limits.cpus} CPUs, has ${w.cpus}`;
@@ -57,36 +83,70 @@ export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   return undefined;
 }
 
-/** Higher is better: cheaper, emptier, not a worker that failed this job before. */
-export function rank(job: PendingJob, w: WorkerView): number {
+/**
+ * Higher is better: a provider that anchors a newcomer's result when the job needs one (a Sybil's fresh keys then
+ * cannot vote among themselves), a trusted one for a fresh adaptive job, not one that failed this job before, then
+ * cheaper, then emptier.
+ */
+export function rank(job: PendingJob, w: WorkerView, needsEstablished = job.needs_established): number {
   const load = w.slots > 0 ? 1 - w.slots_free / w.slots : 1;
   const avoid = job.avoid.includes(w.worker_id) ? 1000 : 0;
-  return -avoid - 10 * w.price_per_cpu_s - load;
+  const anchor = needsEstablished && w.established ? 100 : 0;
+  // A trusted provider may run a fresh adaptive job alone: one execution instead of two.
+  const solo = job.adaptive && w.trusted ? 50 : 0;
+  return anchor + solo - avoid - 10 * w.price_per_cpu_s - load;
 }
 
-/** Assigns as many due jobs as capacity allows, highest priority and oldest first. */
-export function place(jobs: readonly PendingJob[], workers: readonly WorkerView[], now: number): Placement[] {
+/**
+ * Assigns as many due executions as capacity and funds allow, highest priority and oldest job first, each replica of
+ * a job on a distinct worker. A fresh adaptive job whose first pick is trusted runs there alone unless the draw
+ * (`rand`, injected) audits it. `funds` is drawn down as executions are placed; a job its study cannot pay for waits.
+ */
+export function place(
+  jobs: readonly PendingJob[],
+  workers: readonly WorkerView[],
+  now: number,
+  funds: Funds = new Map(),
+  rand: () => number = Math.random,
+  /** Collects the studies that had an execution wait for funds. */
+  short?: Set<string>,
+): Placement[] {
   const pool = workers.map((w) => ({ ...w }));
   const due = jobs
-    .filter((j) => j.not_before <= now)
+    .filter((j) => j.not_before <= now && j.want > 0)
     .sort(
       (a, b) => b.priority - a.priority || a.enqueued_at - b.enqueued_at || (a.job_id < b.job_id ? -1 : 1),
     );
   const out: Placement[] = [];
   for (const job of due) {
-    let best: (typeof pool)[number] | undefined;
-    let bestScore = Number.NEGATIVE_INFINITY;
-    for (const w of pool) {
-      if (infeasible(job, w) !== undefined) continue;
-      const s = rank(job, w);
-      if (s > bestScore || (s === bestScore && best && w.worker_id < best.worker_id)) {
-        best = w;
-        bestScore = s;
+    const taken = new Set(job.exclude);
+    let needsEstablished = job.needs_established;
+    for (let k = 0; k < job.want; k++) {
+      let best: (typeof pool)[number] | undefined;
+      let bestScore = Number.NEGATIVE_INFINITY;
+      for (const w of pool) {
+        if (taken.has(w.worker_id) || infeasible(job, w) !== undefined) continue;
+        const s = rank(job, w, needsEstablished);
+        if (s > bestScore || (s === bestScore && best && w.worker_id < best.worker_id)) {
+          best = w;
+          bestScore = s;
+        }
       }
+      if (!best) break;
+      const pay = job.max_price === null ? 0 : payFor(job.work, best.price_per_cpu_s);
+      const left = funds.get(job.study_id);
+      if (pay > 0 && (left === undefined || left < pay)) {
+        short?.add(job.study_id);
+        break;
+      }
+      if (pay > 0) funds.set(job.study_id, left! - pay);
+      best.slots_free--;
+      taken.add(best.worker_id);
+      needsEstablished &&= !best.established;
+      const unreplicated = k === 0 && job.adaptive && best.trusted && rand() >= best.audit;
+      out.push({ job_id: job.job_id, worker_id: best.worker_id, pay, unreplicated });
+      if (unreplicated) break;
     }
-    if (!best) continue;
-    best.slots_free--;
-    out.push({ job_id: job.job_id, worker_id: best.worker_id });
   }
   return out;
 }

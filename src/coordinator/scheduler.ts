@@ -2,13 +2,32 @@ import type { Logger } from 'pino';
 import type { StudyRecord } from '../models/study-record.ts';
 import type { Clock } from './clock.ts';
 import type { Dispatcher } from './dispatch.ts';
-import { isTerminal, liveExecutions, workersToAvoid } from './job-state.ts';
-import { fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
+import { isTerminal, liveExecutions, wanted, workersToAvoid, workersUsed } from './job-state.ts';
+import { type Funds, fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
+import { jobWork } from './pricing.ts';
 import { reconcile } from './reconcile.ts';
 import type { StateStore } from './store.ts';
 import type { WorkerRegistry } from './workers.ts';
 
+/** What placement needs to know beyond capacity: providers' standing (reputation, stake) and studies' funds. */
+export interface Standing {
+  provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit'>;
+  /** What each study can still commit to new executions (µSIM); a study absent from it has none. */
+  funds(): Funds;
+}
+
+/** Before any result is in: nobody is established, and studies have nothing to spend (free ones need nothing). */
+export const NO_STANDING: Standing = {
+  provider: () => ({ established: false, trusted: false, audit: 1 }),
+  funds: () => new Map(),
+};
+
 export interface SchedulerDeps {
+  standing?: Standing;
+  /** Told which studies had executions wait for funds in a round (their status says so). */
+  funds?: { markShort(studyIds: Iterable<string>): void };
+  /** The draw that decides whether a trusted provider's job is audited (injected so tests can fix it). */
+  rand?: () => number;
   store: StateStore;
   registry: WorkerRegistry;
   dispatch: Dispatcher;
@@ -93,7 +112,7 @@ export class Scheduler {
   async runRound(): Promise<void> {
     const { store, registry, dispatch, clock } = this.d;
     const now = clock.now();
-    const assigned = [...store.assigned()].map((id) => store.job(id)!);
+    const running = [...store.running()].map((id) => store.job(id)!);
     // Queue timeouts and studies left open by a crash need no precision: a sweep four times a second.
     const sweep = now - this.lastSweep >= 250;
     if (sweep) this.lastSweep = now;
@@ -103,7 +122,7 @@ export class Scheduler {
     }
     const plan = reconcile({
       now,
-      assigned,
+      assigned: running,
       queued: sweep && store.queuedWithDeadline() > 0 ? store.queue() : [],
       settled,
       workers: registry.liveness(),
@@ -121,8 +140,17 @@ export class Scheduler {
     // Capacity from our own records of what runs where, which are current; adverts can be a second old.
     const busy = new Map<string, number>();
     const count = (w: string) => busy.set(w, (busy.get(w) ?? 0) + 1);
-    for (const rec of assigned) for (const e of liveExecutions(rec)) count(e.worker_id);
-    for (const [id, w] of dispatch.inflight) if (!store.assigned().has(id)) count(w);
+    for (const rec of running) for (const e of liveExecutions(rec)) count(e.worker_id);
+    for (const [id, ws] of dispatch.inflight) {
+      const recorded = new Set(
+        store
+          .job(id)
+          ?.executions.filter((e) => e.ended === null)
+          .map((e) => e.worker_id),
+      );
+      for (const w of ws) if (!recorded.has(w)) count(w);
+    }
+    const standing = this.d.standing ?? NO_STANDING;
     const views: WorkerView[] = [];
     let free = 0;
     for (const { ad } of registry.live(now)) {
@@ -130,25 +158,39 @@ export class Scheduler {
         ? 0
         : fillableSlots(ad.slots, Math.max(0, ad.slots - (busy.get(ad.worker_id) ?? 0)));
       free += slotsFree;
-      views.push({ ...ad, slots_free: slotsFree });
+      views.push({ ...ad, slots_free: slotsFree, ...standing.provider(ad.worker_id) });
     }
     if (free > 0) {
       const pending: PendingJob[] = [];
+      let wantedTotal = 0;
       for (const rec of store.queue()) {
-        if (pending.length >= free * 4) break;
+        if (wantedTotal >= free * 4) break;
         if (rec.not_before > now || dispatch.inflight.has(rec.job.job_id) || isTerminal(rec)) continue;
+        const want = wanted(rec);
+        if (want < 1) continue;
+        wantedTotal += want;
+        const used = workersUsed(rec);
         pending.push({
           job_id: rec.job.job_id,
+          study_id: rec.job.study_id,
           image: rec.job.image,
           limits: rec.job.limits,
           priority: rec.job.priority,
           enqueued_at: rec.enqueued_at,
           not_before: rec.not_before,
           avoid: workersToAvoid(rec),
-          exclude: liveExecutions(rec).map((e) => e.worker_id),
+          exclude: used,
+          want,
+          adaptive: rec.adaptive && rec.attempts === 0,
+          needs_established: !used.some((w) => standing.provider(w).established),
+          work: jobWork(rec.job),
+          max_price: rec.max_price,
         });
       }
-      await dispatch.place(place(pending, views, now));
+      const short = new Set<string>();
+      const plan = place(pending, views, now, standing.funds(), this.d.rand, short);
+      this.d.funds?.markShort(short);
+      await dispatch.place(plan);
     }
     await reconciling;
   }

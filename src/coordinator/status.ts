@@ -6,8 +6,11 @@ import { failureReasons } from './job-state.ts';
 type Counts = StudyStatus['epochs'];
 const zero = (): Counts => ({ total: 0, done: 0, running: 0, queued: 0, failed: 0, cancelled: 0 });
 
+/** A queued job with a replica already running counts as running: work on it is under way. */
 const bucket = (r: JobRecord): keyof Counts =>
-  r.status === 'assigned' ? 'running' : r.status === 'done' ? 'done' : r.status;
+  r.status === 'assigned' || (r.status === 'queued' && r.executions.some((e) => e.ended === null))
+    ? 'running'
+    : r.status;
 
 /** The study's state given its jobs: done when all succeeded, failed when any failed, cancelled on cancel. */
 export function studyState(study: StudyRecord, jobs: readonly JobRecord[]): StudyStatus['state'] {
@@ -17,8 +20,24 @@ export function studyState(study: StudyRecord, jobs: readonly JobRecord[]): Stud
   return jobs.some((j) => j.status === 'failed') ? 'failed' : 'cancelled';
 }
 
-export function summarise(study: StudyRecord, jobs: readonly JobRecord[]): StudyStatus {
-  if (study.summary) return { ...study.summary, state: study.state, finished_at: study.finished_at };
+/** What the coordinator knows of a study beyond its records: its escrow, and why its queue is not moving. */
+export interface StudyExtras {
+  funds: StudyStatus['funds'];
+  waiting: string | null;
+}
+
+export function summarise(
+  study: StudyRecord,
+  jobs: readonly JobRecord[],
+  extras: StudyExtras = { funds: null, waiting: null },
+): StudyStatus {
+  if (study.summary)
+    return {
+      ...study.summary,
+      state: study.state,
+      finished_at: study.finished_at,
+      funds: extras.funds ?? study.summary.funds,
+    };
   const epochs = zero();
   const jobCounts = zero();
   for (const j of jobs) {
@@ -44,5 +63,7 @@ export function summarise(study: StudyRecord, jobs: readonly JobRecord[]): Study
     epochs,
     jobs: jobCounts,
     failures,
+    funds: extras.funds,
+    waiting: extras.waiting,
   };
 }

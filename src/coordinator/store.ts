@@ -76,8 +76,8 @@ export class StateStore {
   liveEpochs(): number {
     return this.index.liveEpochs;
   }
-  assigned(): ReadonlySet<string> {
-    return this.index.assigned;
+  running(): ReadonlySet<string> {
+    return this.index.running;
   }
   /** Jobs held in memory. */
   size(): { jobs: number; studies: number } {

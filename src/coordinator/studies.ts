@@ -16,6 +16,7 @@ import { epochRow } from '../study/aggregate.ts';
 import type { Resources } from '../transport/resources.ts';
 import type { Clock } from './clock.ts';
 import { ConflictError, NotFoundError } from './errors.ts';
+import type { StudyFunds } from './funds.ts';
 import { IdempotencyKeys } from './idempotency.ts';
 import type { Intake } from './intake-pool.ts';
 import { cancel, isTerminal, type RetryPolicy } from './job-state.ts';
@@ -46,6 +47,8 @@ export interface StudyServiceDeps {
   retry: RetryPolicy;
   /** Epochs of live studies the coordinator holds at most: what bounds its memory and its restart. */
   maxLiveEpochs: number;
+  /** Paying studies' escrow as placement sees it. */
+  funds?: StudyFunds;
   log: Logger;
 }
 
@@ -124,14 +127,18 @@ export class StudyService implements StudyApi {
 
   status(studyId: string): StudyStatus {
     const study = this.require(studyId);
-    return summarise(study, this.d.store.jobsOf(study));
+    return summarise(study, this.d.store.jobsOf(study), this.extras(studyId));
+  }
+
+  private extras(studyId: string) {
+    return { funds: this.d.funds?.of(studyId) ?? null, waiting: this.d.funds?.waiting(studyId) ?? null };
   }
 
   list(limit: number): StudyStatus[] {
     return [...this.d.store.allStudies()]
       .sort((a, b) => b.submitted_at - a.submitted_at)
       .slice(0, limit)
-      .map((s) => summarise(s, this.d.store.jobsOf(s)));
+      .map((s) => summarise(s, this.d.store.jobsOf(s), this.extras(s.study_id)));
   }
 
   /**

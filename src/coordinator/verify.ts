@@ -3,7 +3,7 @@ import { digestOf } from '../models/digest.ts';
 import { type Job, type JobOutput, outputDigest } from '../models/job.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import { verifyClaims } from '../transport/identity.ts';
-import { accept, endExecution, liveExecution, type RetryPolicy } from './job-state.ts';
+import { endExecution, liveExecution, type RetryPolicy, report } from './job-state.ts';
 
 /** Checks a batch's signature: every claim in it was signed by the worker it names. */
 export function batchSigned(batch: ResultBatch): boolean {
@@ -45,7 +45,8 @@ export interface ResultContext {
 }
 
 /**
- * The transition a signed result causes (pure): accepted, rejected (counts against the worker), or the execution
+ * The transition a signed result causes (pure): a sound result goes to the vote over the job's outputs (see
+ * job-state `report`), an unsound one is rejected (counts against the worker), or the execution
  * ended as its worker reports. A result for an execution that is not live (stale, duplicate) changes nothing. A
  * `cancelled` the coordinator did not ask for is nobody's fault only when the worker is draining; otherwise it
  * counts, so cancels sent to a worker by someone else cannot bounce a job forever.
@@ -64,12 +65,13 @@ export function applyResult(rec: JobRecord, result: JobResult, ctx: ResultContex
       : verifyResult(rec.job, result, ctx.output);
   if (problem) return end('rejected', problem);
   if (result.status === 'ok') {
-    return accept(
+    return report(
       rec,
       result.attempt,
       ctx.workerId,
       { seq: ctx.seq, output_digest: result.output_digest! },
       ctx.now,
+      ctx.policy,
     );
   }
   if (result.status === 'cancelled') return end('cancelled', result.reason, !ctx.draining);

@@ -10,6 +10,39 @@ import { WorkerAd } from './worker.ts';
 
 export const StudyId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'expected a study id');
 
+/** An amount of SIM as a decimal string (at most 6 decimals: the ledger counts µSIM), e.g. "25" or "0.5". */
+export const SimAmount = z
+  .string()
+  .regex(/^\d{1,9}(\.\d{1,6})?$/, 'expected SIM as a decimal, e.g. "25" or "0.5"');
+
+/** How a study's results are verified: replicas on distinct providers and the quorum of equal outputs. */
+export const Verification = z
+  .strictObject({
+    /** Equal outputs from distinct providers that make a result (1: no replication). */
+    quorum: z.number().int().min(1).max(7).default(2),
+    /** Results after which a job without a quorum fails (default: quorum + 2). */
+    max_results: z.number().int().min(1).max(15).optional(),
+    /** Whether trusted providers (a long run of valid results, stake at risk) may run jobs unreplicated. */
+    adaptive: z.boolean().default(true),
+  })
+  .refine((v) => v.max_results === undefined || v.max_results >= v.quorum, {
+    path: ['max_results'],
+    message: 'expected at least the quorum',
+  });
+export type Verification = z.infer<typeof Verification>;
+
+/**
+ * Proof that the key which pays for a request asked for it: an ed25519 signature by `key` over the canonical JSON
+ * of `{action, body, key, nonce, expires_at}`, where body is the request without this field.
+ */
+export const RequestAuth = z.strictObject({
+  key: z.string().regex(/^U[A-Z2-7]{55}$/, 'expected a user nkey (U…)'),
+  nonce: z.string().min(16).max(128),
+  expires_at: z.number().int(),
+  signature: z.string().min(1).max(200),
+});
+export type RequestAuth = z.infer<typeof RequestAuth>;
+
 export const SubmitRequest = z
   .strictObject({
     /** A repeated submit with the same key returns the first answer instead of starting a second study. */
@@ -30,8 +63,22 @@ export const SubmitRequest = z
     /** Seconds of work per job (how many epochs a container runs). */
     target_job_seconds: z.number().min(0).max(3600).optional(),
     priority: z.number().int().min(-100).max(100).optional(),
+    verification: Verification.optional(),
+    /** SIM escrowed from the signer's account at submit; what is left returns when the study ends. */
+    budget: SimAmount.optional(),
+    /** The most the study pays a provider per CPU-second of estimated work, in SIM. */
+    max_price: z.number().min(0).max(1000).optional(),
+    /** Required with a budget: the payer's signature over the request. */
+    auth: RequestAuth.optional(),
   })
   .superRefine((r, ctx) => {
+    if (r.budget !== undefined && r.auth === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth'],
+        message: 'a budget moves SIM: the request must be signed',
+      });
+    }
     if ((r.study === undefined) === (r.scenario === undefined)) {
       ctx.addIssue({ code: 'custom', path: [], message: 'expected exactly one of "study" or "scenario"' });
     }
@@ -89,6 +136,13 @@ export const StudyStatus = z.strictObject({
   jobs: Counts,
   /** Reasons recorded for failed jobs (first few). */
   failures: z.array(z.strictObject({ job_id: z.string(), reasons: z.array(z.string()) })),
+  /** Its escrow in µSIM: the budget, what executions placed so far may cost, and what is left to place more. */
+  funds: z
+    .strictObject({ budget: z.number().int(), committed: z.number().int(), available: z.number().int() })
+    .nullable()
+    .default(null),
+  /** Why queued jobs are not being placed, when the coordinator knows (e.g. the escrow cannot cover the next one). */
+  waiting: z.string().nullable().default(null),
 });
 export type StudyStatus = z.infer<typeof StudyStatus>;
 

@@ -13,6 +13,10 @@ export const AttemptEnd = z.union([
 ]);
 export type AttemptEnd = z.infer<typeof AttemptEnd>;
 
+/** How the vote over a job's outputs judged one execution's result. */
+export const Verdict = z.enum(['valid', 'invalid']);
+export type Verdict = z.infer<typeof Verdict>;
+
 /**
  * One execution of a job on one worker (Bacalhau's word; "attempt" is its number). A job has many: one after
  * another when they fail, and — once replication lands — several at once on distinct providers.
@@ -28,10 +32,17 @@ export const Execution = z.strictObject({
   output_digest: z.string().nullable(),
   /** Where its result sits in the RESULTS stream. */
   seq: z.number().int().min(1).nullable(),
-  /** null while it runs; `ok` once its result was accepted. */
+  /** null while it runs; `ok` once a sound result arrived (whether it agrees with others is its verdict). */
   ended: z.union([z.literal('ok'), AttemptEnd]).nullable(),
   reason: z.string().nullable(),
   ended_at: z.number().nullable(),
+  /**
+   * For an `ok` execution: `valid` once its output is in the quorum that was accepted (it is paid), `invalid` when
+   * the quorum agreed on another output (its provider is slashed), null while the vote is open.
+   */
+  verdict: Verdict.nullable().default(null),
+  /** What its provider is paid if its result is valid, in µSIM: the job's estimated work at the price it was placed at. */
+  pay: z.number().int().min(0).default(0),
 });
 export type Execution = z.infer<typeof Execution>;
 
@@ -41,6 +52,8 @@ export const AcceptedResult = z.strictObject({
   attempt: z.number().int().min(1),
   worker_id: z.string(),
   output_digest: z.string(),
+  /** How many executions on distinct providers agreed on it (1: an unreplicated result of a trusted provider). */
+  agreed: z.number().int().min(1).default(1),
 });
 export type AcceptedResult = z.infer<typeof AcceptedResult>;
 
@@ -69,6 +82,14 @@ export const JobRecord = z.strictObject({
   queue_deadline: z.number().nullable(),
   enqueued_at: z.number(),
   executions: z.array(Execution),
+  /** Agreeing results from distinct providers it takes to accept an output (1: unreplicated). */
+  quorum: z.number().int().min(1).default(1),
+  /** Results (sound ones, agreeing or not) after which a job without a quorum fails. */
+  max_results: z.number().int().min(1).default(1),
+  /** Whether its quorum may drop to 1 when its first execution goes to a trusted provider (adaptive replication). */
+  adaptive: z.boolean().default(false),
+  /** The most it pays per CPU-second of estimated work, in SIM (null: no limit, nothing is paid). */
+  max_price: z.number().min(0).nullable().default(null),
   result: AcceptedResult.nullable(),
   /** Why the job failed or was cancelled, where no execution says it (queue timeout, cancel). */
   reason: z.string().nullable(),
@@ -87,7 +108,9 @@ const FREE: ReadonlySet<string> = new Set(['declined', 'cancelled']);
  * each becomes an execution (the running one live, the accepted one `ok`). Anything else passes through unchanged.
  */
 export function migrateJobState(raw: unknown): unknown {
-  if (raw === null || typeof raw !== 'object' || !('history' in raw) || 'executions' in raw) return raw;
+  if (raw === null || typeof raw !== 'object') return raw;
+  if ('executions' in raw) return withVerdicts(raw);
+  if (!('history' in raw)) return raw;
   const old = raw as {
     status: string;
     attempt: number;
@@ -110,6 +133,8 @@ export function migrateJobState(raw: unknown): unknown {
       ended: h.ended as Execution['ended'],
       reason: h.reason,
       ended_at: h.at,
+      verdict: null,
+      pay: 0,
     }));
   if (old.status === 'assigned' && worker_id) {
     executions.push({
@@ -122,6 +147,8 @@ export function migrateJobState(raw: unknown): unknown {
       ended: null,
       reason: null,
       ended_at: null,
+      verdict: null,
+      pay: 0,
     });
   }
   if (old.result) {
@@ -135,6 +162,8 @@ export function migrateJobState(raw: unknown): unknown {
       ended: 'ok',
       reason: null,
       ended_at: old.updated_at,
+      verdict: 'valid',
+      pay: 0,
     });
   }
   const expired = history.find((h) => h.worker_id === '');
@@ -145,6 +174,24 @@ export function migrateJobState(raw: unknown): unknown {
     free_ends: 0,
     executions,
     reason: expired?.reason ?? null,
+  };
+}
+
+/** Records from before replication accepted the one `ok` execution they had: it is the valid one. */
+function withVerdicts(raw: object): unknown {
+  const r = raw as { executions: unknown };
+  if (
+    !Array.isArray(r.executions) ||
+    r.executions.every((e) => e === null || typeof e !== 'object' || 'verdict' in e)
+  )
+    return raw;
+  return {
+    ...raw,
+    executions: r.executions.map((e) =>
+      e !== null && typeof e === 'object' && !('verdict' in e)
+        ? { ...e, verdict: (e as { ended?: unknown }).ended === 'ok' ? 'valid' : null }
+        : e,
+    ),
   };
 }
 

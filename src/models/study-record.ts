@@ -26,6 +26,13 @@ export const StudyRecord = z.strictObject({
   summary: StudyStatus.nullable(),
   /** Its final job records are in its jobspecs object and their KV states purged: only this record stays loaded. */
   archived: z.boolean(),
+  /** How its results are verified (what each of its jobs was queued with). */
+  quorum: z.number().int().min(1).default(1),
+  /** Its escrow in µSIM (0: a free study, whose providers volunteer), and the key that paid it and gets the rest back. */
+  budget: z.number().int().min(0).default(0),
+  payer: z.string().nullable().default(null),
+  /** The most it pays per CPU-second of estimated work (SIM; null: nothing is paid). */
+  max_price: z.number().min(0).nullable().default(null),
 });
 export type StudyRecord = z.infer<typeof StudyRecord>;
 

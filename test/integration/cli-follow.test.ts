@@ -22,6 +22,8 @@ const status = (study_id: string, state: StudyStatus['state']): StudyStatus => (
   epochs: state === 'done' ? { ...counts, done: 4, queued: 0 } : counts,
   jobs: state === 'done' ? { ...counts, done: 4, queued: 0 } : counts,
   failures: [],
+  funds: null,
+  waiting: null,
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

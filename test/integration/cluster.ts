@@ -106,8 +106,9 @@ export class Cluster {
     await until(async () => (await this.api.workers()).workers.length >= n, timeoutMs, `${n} workers`);
   }
 
+  /** Submits a study; unreplicated unless the request says otherwise (most tests run one worker). */
   submit(req: SubmitRequest) {
-    return this.api.submit(req);
+    return this.api.submit({ verification: { quorum: 1, adaptive: true }, ...req });
   }
 
   /** Polls the study until it leaves `running` (the coordinator may be down for a while: errors are retried). */

@@ -6,6 +6,7 @@ import {
   liveExecutions,
   newJobRecord,
   startExecution,
+  wanted,
   workersToAvoid,
 } from '../../src/coordinator/job-state.ts';
 import { type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
@@ -212,11 +213,20 @@ describe('reconcile', () => {
                 images: [],
                 price_per_cpu_s: 0,
                 draining: false,
+                established: false,
+                trusted: false,
+                audit: 1,
               }));
             const pending: PendingJob[] = jobs
               .filter((r) => r.status === 'queued')
               .map((r) => ({
                 job_id: r.job.job_id,
+                study_id: r.job.study_id,
+                want: wanted(r),
+                adaptive: false,
+                needs_established: false,
+                work: 1,
+                max_price: null,
                 image: 'img',
                 limits,
                 priority: 0,

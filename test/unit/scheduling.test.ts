@@ -1,7 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  accept,
   backoffMs,
   cancel,
   DEFAULT_RETRY,
@@ -10,6 +9,7 @@ import {
   failureReasons,
   liveExecution,
   newJobRecord,
+  report,
   startExecution,
   workersToAvoid,
 } from '../../src/coordinator/job-state.ts';
@@ -53,12 +53,12 @@ describe('job state', () => {
     expect(liveExecution(a, 1, 'w1')).toBeDefined();
     expect(liveExecution(a, 1, 'w2')).toBeUndefined();
     expect(liveExecution(a, 2, 'w1')).toBeUndefined();
-    const d = accept(a, 1, 'w1', { seq: 7, output_digest: 'x' }, 20);
+    const d = report(a, 1, 'w1', { seq: 7, output_digest: 'x' }, 20, policy);
     expect(d).toMatchObject({ status: 'done', result: { seq: 7, attempt: 1, worker_id: 'w1' } });
     expect(d.executions[0]).toMatchObject({ ended: 'ok', seq: 7, output_digest: 'x' });
     expect(startExecution(d, 'w2', 30, 1000)).toBe(d);
     // A second result for the same execution, or one for another worker, changes nothing.
-    expect(accept(d, 1, 'w1', { seq: 8, output_digest: 'y' }, 21)).toBe(d);
+    expect(report(d, 1, 'w1', { seq: 8, output_digest: 'y' }, 21, policy)).toBe(d);
     expect(endExecution(a, 1, 'w2', 'failed', null, 20, policy)).toBe(a);
   });
 
@@ -120,7 +120,7 @@ describe('job state', () => {
     const running = cancel(startExecution(q, 'w', 0, 10), 1);
     expect(running.status).toBe('cancelled');
     expect(running.executions[0]).toMatchObject({ ended: 'cancelled' });
-    const done = accept(startExecution(q, 'w', 0, 10), 1, 'w', { seq: 1, output_digest: 'x' }, 1);
+    const done = report(startExecution(q, 'w', 0, 10), 1, 'w', { seq: 1, output_digest: 'x' }, 1, policy);
     expect(cancel(done, 2)).toBe(done);
   });
 
@@ -188,10 +188,19 @@ const worker = (id: string, over: Partial<WorkerView> = {}): WorkerView => ({
   images: [],
   price_per_cpu_s: 0.001,
   draining: false,
+  established: false,
+  trusted: false,
+  audit: 1,
   ...over,
 });
 const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
   job_id: id,
+  study_id: 's1',
+  want: 1,
+  adaptive: false,
+  needs_established: false,
+  work: 1,
+  max_price: null,
   image: 'sha256:img',
   limits,
   priority: 0,
@@ -237,7 +246,7 @@ describe('placement', () => {
       worker('docker-warm', { executor: 'docker', images: ['sha256:img'], slots_free: 1 }),
     ];
     expect(place([pending('j'), pending('k'), pending('later', { not_before: 99 })], ws, 10)).toEqual([
-      { job_id: 'j', worker_id: 'docker-warm' },
+      { job_id: 'j', worker_id: 'docker-warm', pay: 0, unreplicated: false },
     ]);
   });
 
@@ -261,7 +270,7 @@ describe('placement', () => {
   it('never places a job on a worker that already runs an execution of it (distinct workers)', () => {
     expect(place([pending('j', { exclude: ['only'] })], [worker('only')], 0)).toEqual([]);
     expect(place([pending('j', { exclude: ['a'] })], [worker('a'), worker('b')], 0)).toEqual([
-      { job_id: 'j', worker_id: 'b' },
+      { job_id: 'j', worker_id: 'b', pay: 0, unreplicated: false },
     ]);
   });
 
