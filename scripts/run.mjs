@@ -162,6 +162,7 @@ const tasks = {
   'bench:sim': () => run(join(bin, 'node'), [join(root, 'bench', 'sim.ts'), ...rest]),
   'bench:dispatch': () => run(join(bin, 'node'), [join(root, 'bench', 'dispatch.ts'), ...rest]),
   'bench:restart': () => run(join(bin, 'node'), [join(root, 'bench', 'restart.ts'), ...rest]),
+  'bench:ledger': () => run(join(bin, 'node'), [join(root, 'bench', 'ledger.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
     ensureDockerEngine() ? run(join(bin, 'node'), [join(root, 'scripts', 'images.ts'), ...rest]) : 1,

@@ -3,7 +3,10 @@ import type { Command } from 'commander';
 import Dockerode from 'dockerode';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
+import { DEFAULT_TRUST } from '../coordinator/reputation.ts';
 import { serveApi } from '../coordinator/service.ts';
+import { Bank } from '../ledger/bank.ts';
+import { Journal } from '../ledger/journal.ts';
 import { logConnectionStatus } from '../transport/connect.ts';
 import { VERSION } from '../version.ts';
 import { GRID_EPOCH_REPO } from '../worker/images.ts';
@@ -15,6 +18,8 @@ import { onShutdown } from './shutdown.ts';
 interface Options extends ConnectionFlags {
   image?: string;
   maxAttempts: number;
+  leaseGraceS: number;
+  trustAfter: number;
   logLevel?: string;
 }
 
@@ -39,14 +44,20 @@ export interface RunningCoordinator {
 export async function startCoordinator(opts: Options): Promise<RunningCoordinator> {
   const log = createLogger('coordinator', opts.logLevel);
   const transport = await openServerSide(opts, 'plurigrid-coordinator');
+  const journal = await Journal.open(transport.resources, { log });
+  const bank = new Bank({ journal, jsm: transport.resources.jsm, now: Date.now });
+  await bank.genesis();
   const coordinator = new Coordinator(transport.nc, transport.resources, {
+    bank,
     image: opts.image ?? (await defaultImage()),
     retry: { ...DEFAULT_RETRY, maxAttempts: opts.maxAttempts },
+    leaseGraceMs: opts.leaseGraceS * 1000,
+    trust: { ...DEFAULT_TRUST, trustAfter: opts.trustAfter },
     log,
   });
   const status = logConnectionStatus(transport.nc, log);
   await coordinator.start();
-  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log);
+  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, bank);
   log.info({ nats: transport.url, embedded: transport.embedded }, 'coordinator listening');
   return {
     coordinator,
@@ -68,6 +79,18 @@ export function registerCoordinator(program: Command): void {
       .description('run the coordinator (starts an embedded nats-server unless --nats is given)')
       .option('--image <id>', 'grid-epoch image ID jobs pin (default: the local plurigrid/grid-epoch image)')
       .option('--max-attempts <n>', 'attempts per job before it fails', intOption('--max-attempts', 1, 20), 3)
+      .option(
+        '--lease-grace-s <s>',
+        "seconds a job's lease runs past its timeout (start-up, upload) before it is reclaimed",
+        intOption('--lease-grace-s', 1, 3600),
+        30,
+      )
+      .option(
+        '--trust-after <n>',
+        'consecutive valid results after which a provider is established (with stake: trusted to run unreplicated)',
+        intOption('--trust-after', 1, 100_000),
+        DEFAULT_TRUST.trustAfter,
+      )
       .addOption(logLevelOption()),
   ).action(async (opts: Options) => {
     const running = await startCoordinator(opts);

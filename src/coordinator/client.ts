@@ -1,8 +1,13 @@
+import type { KeyPair } from '@nats-io/nkeys';
 import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
+import { BalanceReply, JournalReply, PostingReply } from '../ledger/messages.ts';
+import { signRequest } from '../ledger/signed.ts';
 import {
   ErrorReply,
+  type JobProvenance,
   ListReply,
+  ProvenanceReply,
   type ResultRow,
   ResultsReply,
   StudyStatus,
@@ -73,6 +78,45 @@ export class ApiClient {
   }
   results(studyId: string, offset = 0, limit = 200) {
     return this.call('results', { study_id: studyId, offset, limit }, ResultsReply);
+  }
+  provenance(studyId: string, offset = 0, limit = 200) {
+    return this.call('provenance', { study_id: studyId, offset, limit }, ProvenanceReply);
+  }
+
+  /** Every job's provenance, page by page. */
+  async allProvenance(studyId: string): Promise<JobProvenance[]> {
+    const jobs: JobProvenance[] = [];
+    let offset: number | null = 0;
+    while (offset !== null) {
+      const page: ProvenanceReply = await this.provenance(studyId, offset);
+      jobs.push(...page.jobs);
+      offset = page.next_offset;
+    }
+    return jobs;
+  }
+
+  /** A submit whose budget is escrowed from `signer`'s account: signed over the request as sent. */
+  submitSigned(req: Omit<SubmitRequest, 'auth'>, signer: KeyPair, now = Date.now()) {
+    // Signed over exactly the JSON that is sent (no undefined fields for the two sides to disagree on).
+    const body = JSON.parse(JSON.stringify(req)) as Omit<SubmitRequest, 'auth'>;
+    const { action: _a, body: _b, ...auth } = signRequest(signer, 'submit', body, now);
+    return this.submit({ ...body, auth });
+  }
+
+  balance(key: string) {
+    return this.call('balance', { key }, BalanceReply);
+  }
+  /** faucet / transfer / stake / unstake, signed by `signer` (whose account it acts on). */
+  ledgerOp(
+    action: 'faucet' | 'transfer' | 'stake' | 'unstake',
+    body: object,
+    signer: KeyPair,
+    now = Date.now(),
+  ) {
+    return this.call(action, signRequest(signer, action, body, now), PostingReply);
+  }
+  ledger(opts: { from?: number; limit?: number; verify?: boolean } = {}) {
+    return this.call('ledger', opts, JournalReply);
   }
 
   /** Every accepted epoch of a study, page by page. */

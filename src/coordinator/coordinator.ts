@@ -1,5 +1,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import type { Bank } from '../ledger/bank.ts';
+import { stakeOf } from '../ledger/rules.ts';
+import { Settlement } from '../ledger/settlement.ts';
 import { keepStreams, type Resources, type StreamKeeper } from '../transport/resources.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { Dispatcher } from './dispatch.ts';
@@ -7,6 +10,7 @@ import { EventPublisher } from './events.ts';
 import { StudyFunds } from './funds.ts';
 import { type Intake, threadIntake } from './intake-pool.ts';
 import { DEFAULT_RETRY, isTerminal, liveExecutions, type RetryPolicy, reverify } from './job-state.ts';
+import { getStudyJobs } from './jobspecs.ts';
 import { Outputs } from './outputs.ts';
 import type { TrustPolicy } from './reputation.ts';
 import { ResultsConsumer } from './results.ts';
@@ -42,6 +46,8 @@ export interface CoordinatorOptions {
   rand?: () => number;
   /** A provider's stake in µSIM (default: the ledger's; none without one). */
   stakeOf?: (workerId: string) => number;
+  /** The SIM ledger: budgets are escrowed, valid executions paid, outvoted ones slashed (none: only free studies). */
+  bank?: Bank;
   reputations?: ReputationStore;
   log: Logger;
 }
@@ -60,6 +66,8 @@ export class Coordinator {
   readonly scheduler: Scheduler;
   readonly funds: StudyFunds;
   readonly standing: ProviderStanding;
+  readonly settlement: Settlement | undefined;
+  readonly bank: Bank | undefined;
   readonly image: string;
   private readonly events: EventPublisher;
   private readonly dispatch: Dispatcher;
@@ -89,7 +97,7 @@ export class Coordinator {
     this.funds = new StudyFunds();
     this.standing = new ProviderStanding({
       funds: this.funds,
-      stakeOf: o.stakeOf ?? (() => 0),
+      stakeOf: o.stakeOf ?? (o.bank ? (w) => stakeOf(o.bank!.journal.state, w) : () => 0),
       reverify: (id) => {
         // Only while its study is open: a closed study's results have been read; its provider is slashed all the same.
         const rec = this.store.job(id);
@@ -116,6 +124,7 @@ export class Coordinator {
       retry,
       maxLiveEpochs: o.maxLiveEpochs ?? DEFAULT_MAX_LIVE_EPOCHS,
       funds: this.funds,
+      ...(o.bank ? { bank: o.bank } : {}),
       log: o.log,
     });
     this.dispatch = new Dispatcher({
@@ -152,6 +161,15 @@ export class Coordinator {
       log: o.log,
       afterTurn: () => this.events.flush(),
     });
+    this.bank = o.bank;
+    this.settlement =
+      o.bank && new Settlement({ journal: o.bank.journal, now: () => clock.now(), log: o.log });
+    const settlement = this.settlement;
+    // Payments, slashes and refunds follow commits (the ledger never imports the coordinator).
+    if (settlement)
+      this.store.onCommit((c) =>
+        c.kind === 'job' ? settlement.onJob(c.before, c.after) : settlement.onStudy(c.before, c.after),
+      );
     this.store.onCommit(this.funds.onCommit);
     this.store.onCommit(this.standing.onCommit);
     this.store.onCommit(this.events.onCommit);
@@ -178,6 +196,13 @@ export class Coordinator {
     const loaded = await this.store.load();
     for (const study of this.store.allStudies()) this.funds.load(study, this.store.jobsOf(study));
     await this.standing.load();
+    if (this.settlement) {
+      // Level-triggered: whatever a crash left between a commit and its posting is posted now, once.
+      const healed = await this.settlement.reconcile(this.store.allStudies(), async (s) =>
+        s.archived ? ((await getStudyJobs(this.resources, s.study_id)) ?? []) : this.store.jobsOf(s),
+      );
+      if (healed > 0) this.log.info({ postings: healed }, 'settlement reconciled');
+    }
     await this.registry.start(this.nc, this.resources);
     await this.results.start();
     if (this.timer) {
@@ -185,6 +210,9 @@ export class Coordinator {
       this.housekeeping = setInterval(() => {
         void this.studies.archiveFinished();
         void this.standing.flush();
+        void this.bank
+          ?.releaseDue()
+          .catch((e) => this.log.warn({ err: (e as Error).message }, 'unbonded stake not released'));
       }, 1000);
       this.housekeeping.unref();
     }
@@ -199,6 +227,7 @@ export class Coordinator {
     await this.results.stop();
     await this.studies.idle();
     await this.store.settle();
+    await this.settlement?.stop();
     await this.standing.flush();
     this.events.flush();
     await this.intake.close();

@@ -1,5 +1,17 @@
+import { LedgerError, type LedgerErrorCode } from '../ledger/accounts.ts';
+import { AuthError } from '../ledger/signed.ts';
 import type { ErrorCode } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
+
+/** Ledger refusals a client can act on; anything else from the ledger is the coordinator's problem. */
+const LEDGER_CODES: Partial<Record<LedgerErrorCode, ErrorCode>> = {
+  'insufficient-funds': 'insufficient_funds',
+  'invalid-amount': 'invalid',
+  'invalid-account': 'invalid',
+  'faucet-cap': 'conflict',
+  'not-due': 'conflict',
+  'study-settled': 'conflict',
+};
 
 /**
  * Errors of the coordinator's API, each with a code a client matches on (never the message text). The codes travel
@@ -7,9 +19,11 @@ import { InputError } from '../models/errors.ts';
  * so `$SRV.STATS` counts them and a client in any language can tell them apart.
  */
 
-/** HTTP-like numbers for the service error header (400 bad request, 404, 409, 503, 500). */
+/** HTTP-like numbers for the service error header (400 bad request, 401, 402, 404, 409, 503, 500). */
 export const SERVICE_ERROR_NUMBERS: Record<ErrorCode, number> = {
   invalid: 400,
+  unauthorized: 401,
+  insufficient_funds: 402,
   not_found: 404,
   conflict: 409,
   unavailable: 503,
@@ -54,6 +68,8 @@ export class CoordinatorUnavailableError extends ApiError {
 /** The error code of anything thrown while serving a request. */
 export function errorCode(err: unknown): ErrorCode {
   if (err instanceof InputError) return 'invalid';
+  if (err instanceof AuthError) return 'unauthorized';
+  if (err instanceof LedgerError) return LEDGER_CODES[err.code] ?? 'internal';
   if (err instanceof ApiError) return err.code;
   return 'internal';
 }

@@ -10,6 +10,8 @@ export interface IntakeContext {
   studyId: string;
   image: string;
   now: number;
+  /** The escrowed budget in µSIM (0: a free study). */
+  budget?: number;
   retry: RetryPolicy;
 }
 

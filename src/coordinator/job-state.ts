@@ -57,6 +57,12 @@ export interface JobTerms {
 /** One unreplicated execution, nothing paid: how jobs ran before verification by replication. */
 export const SINGLE: JobTerms = { quorum: 1, max_results: 1, adaptive: false, max_price: null };
 
+/** When a job back in the queue times out: its study's queue timeout (kept on the record), else the coordinator's. */
+function requeueDeadline(rec: JobRecord, now: number, policy: RetryPolicy): number | null {
+  const timeout = rec.queue_timeout_ms ?? policy.queueTimeoutMs;
+  return timeout === null ? null : now + timeout;
+}
+
 export function newJobRecord(
   job: Job,
   now: number,
@@ -72,6 +78,7 @@ export function newJobRecord(
     free_ends: 0,
     not_before: now,
     queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
+    queue_timeout_ms: policy.queueTimeoutMs,
     enqueued_at: now,
     executions: [],
     quorum: terms.quorum,
@@ -237,7 +244,7 @@ function decide(rec: JobRecord, now: number, delay: number, policy: RetryPolicy)
     ...rec,
     status: 'queued',
     not_before: now + delay,
-    queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
+    queue_deadline: requeueDeadline(rec, now, policy),
   };
 }
 
@@ -310,7 +317,7 @@ export function reverify(rec: JobRecord, now: number, policy: RetryPolicy): JobR
     executions: rec.executions.map((e) => (e.ended === 'ok' ? { ...e, verdict: null } : e)),
     result: null,
     not_before: now,
-    queue_deadline: policy.queueTimeoutMs === null ? null : now + policy.queueTimeoutMs,
+    queue_deadline: requeueDeadline(rec, now, policy),
     updated_at: now,
   };
 }

@@ -42,6 +42,9 @@ export interface PendingJob {
   adaptive: boolean;
   /** Whether none of its executions so far is on an established provider: the next should be. */
   needs_established: boolean;
+  /** Its quorum, and how many of its executions (live or with a result) are on providers not yet established. */
+  quorum: number;
+  newcomers: number;
   study_id: string;
   /** Estimated CPU-seconds of one execution, and the most it pays per CPU-second (null: nothing is paid). */
   work: number;
@@ -117,15 +120,21 @@ export function place(
     .sort(
       (a, b) => b.priority - a.priority || a.enqueued_at - b.enqueued_at || (a.job_id < b.job_id ? -1 : 1),
     );
+  // Once anyone has earned trust, providers who have not can never make a quorum by themselves: a replicated job
+  // holds at most quorum − 1 of their executions, and waits for an established provider for the rest.
+  const anyEstablished = workers.some((w) => w.established);
   const out: Placement[] = [];
   for (const job of due) {
     const taken = new Set(job.exclude);
     let needsEstablished = job.needs_established;
+    let newcomers = job.newcomers;
     for (let k = 0; k < job.want; k++) {
+      const capped = anyEstablished && job.quorum >= 2 && newcomers >= job.quorum - 1;
       let best: (typeof pool)[number] | undefined;
       let bestScore = Number.NEGATIVE_INFINITY;
       for (const w of pool) {
-        if (taken.has(w.worker_id) || infeasible(job, w) !== undefined) continue;
+        if (taken.has(w.worker_id) || (capped && !w.established) || infeasible(job, w) !== undefined)
+          continue;
         const s = rank(job, w, needsEstablished);
         if (s > bestScore || (s === bestScore && best && w.worker_id < best.worker_id)) {
           best = w;
@@ -143,6 +152,7 @@ export function place(
       best.slots_free--;
       taken.add(best.worker_id);
       needsEstablished &&= !best.established;
+      if (!best.established) newcomers++;
       const unreplicated = k === 0 && job.adaptive && best.trusted && rand() >= best.audit;
       out.push({ job_id: job.job_id, worker_id: best.worker_id, pay, unreplicated });
       if (unreplicated) break;

@@ -183,6 +183,8 @@ export class Scheduler {
           want,
           adaptive: rec.adaptive && rec.attempts === 0,
           needs_established: !used.some((w) => standing.provider(w).established),
+          quorum: rec.quorum,
+          newcomers: used.filter((w) => !standing.provider(w).established).length,
           work: jobWork(rec.job),
           max_price: rec.max_price,
         });

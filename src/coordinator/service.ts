@@ -2,11 +2,22 @@ import { type ServiceMsg, Svcm } from '@nats-io/services';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import type { Bank } from '../ledger/bank.ts';
+import {
+  BalanceReply,
+  BalanceRequest,
+  JournalReply,
+  JournalRequest,
+  PostingReply,
+  SignedLedgerRequest,
+} from '../ledger/messages.ts';
 import {
   CancelRequest,
   type ErrorReply,
   ListReply,
   ListRequest,
+  ProvenanceReply,
+  ProvenanceRequest,
   ResultsReply,
   ResultsRequest,
   StatusRequest,
@@ -47,7 +58,7 @@ function schemaMetadata(request: z.ZodType, reply: z.ZodType): Record<string, st
  * counted by `$SRV.STATS`, with an HTTP-like code) whose payload is an ErrorReply naming each bad path, so a bad
  * request never costs the coordinator more than a reply.
  */
-export async function serveApi(nc: NatsConnection, api: StudyApi, version: string, log: Logger) {
+export async function serveApi(nc: NatsConnection, api: StudyApi, version: string, log: Logger, bank?: Bank) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
     version,
@@ -58,7 +69,7 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
     op: ApiOp,
     schema: S,
     reply: z.ZodType,
-    handle: (req: z.output<S>) => unknown,
+    handle: (req: z.output<S>, raw: unknown) => unknown,
   ) => {
     group.addEndpoint(op, {
       metadata: schemaMetadata(schema, reply),
@@ -71,12 +82,24 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
       },
     });
   };
-  endpoint('submit', SubmitRequest, SubmitReply, (r) => api.submit(r));
+  endpoint('submit', SubmitRequest, SubmitReply, (r, raw) => api.submit(r, raw));
   endpoint('status', StatusRequest, StudyStatus, (r) => api.status(r.study_id));
   endpoint('list', ListRequest, ListReply, (r) => ({ studies: api.list(r.limit) }));
   endpoint('cancel', CancelRequest, StudyStatus, (r) => api.cancel(r.study_id));
   endpoint('results', ResultsRequest, ResultsReply, (r) => api.results(r.study_id, r.offset, r.limit));
   endpoint('workers', WorkersRequest, WorkersReply, (r) => ({ workers: api.workers(r.limit) }));
+  endpoint('provenance', ProvenanceRequest, ProvenanceReply, (r) =>
+    api.provenance(r.study_id, r.offset, r.limit),
+  );
+  if (bank) {
+    // Signed requests are checked by the bank itself (their body schema depends on the action).
+    endpoint('balance', BalanceRequest, BalanceReply, (r) => bank.balanceOf(r.key));
+    endpoint('faucet', SignedLedgerRequest, PostingReply, (_r, raw) => bank.faucet(raw));
+    endpoint('transfer', SignedLedgerRequest, PostingReply, (_r, raw) => bank.transfer(raw));
+    endpoint('stake', SignedLedgerRequest, PostingReply, (_r, raw) => bank.stake(raw));
+    endpoint('unstake', SignedLedgerRequest, PostingReply, (_r, raw) => bank.unstake(raw));
+    endpoint('ledger', JournalRequest, JournalReply, (r) => bank.page(r.from, r.limit, r.verify));
+  }
   // The endpoints' subscriptions reach the server asynchronously: a round trip makes sure they are in place before
   // anyone is told the coordinator is ready (otherwise a first request can find no responders).
   await nc.flush();
@@ -87,14 +110,14 @@ async function respond<S extends z.ZodType>(
   msg: ServiceMsg,
   op: ApiOp,
   schema: S,
-  handle: (req: z.output<S>) => unknown,
+  handle: (req: z.output<S>, raw: unknown) => unknown,
   log: Logger,
 ): Promise<Error | undefined> {
   try {
     // Depth-checked: a body nested thousands deep is bad input, not a stack overflow somewhere inside.
     const body = msg.data.length > 0 ? parseJsonInput(decoder.decode(msg.data), `invalid ${op} request`) : {};
     const req = parseInput(schema, body, `invalid ${op} request`);
-    msg.respond(JSON.stringify(await handle(req)));
+    msg.respond(JSON.stringify(await handle(req, body)));
     return undefined;
   } catch (e) {
     const reply = errorReply(e);

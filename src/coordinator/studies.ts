@@ -1,7 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
+import { sim } from '../ledger/accounts.ts';
+import type { Bank } from '../ledger/bank.ts';
 import type {
+  ProvenanceReply,
   ResultRow,
   ResultsReply,
   StudyStatus,
@@ -28,11 +31,13 @@ import type { WorkerRegistry } from './workers.ts';
 
 /** What the API service serves (service.ts); the coordinator's StudyService implements it. */
 export interface StudyApi {
-  submit(req: SubmitRequest): Promise<SubmitReply>;
+  /** `raw` is the request as it arrived (what a payer's signature covers), when it differs from `req` parsed. */
+  submit(req: SubmitRequest, raw?: unknown): Promise<SubmitReply>;
   status(studyId: string): StudyStatus;
   list(limit: number): StudyStatus[];
   cancel(studyId: string): Promise<StudyStatus>;
   results(studyId: string, offset: number, limit: number): Promise<ResultsReply>;
+  provenance(studyId: string, offset: number, limit: number): Promise<ProvenanceReply>;
   workers(limit: number): z.infer<typeof WorkersReply>['workers'];
 }
 
@@ -49,6 +54,8 @@ export interface StudyServiceDeps {
   maxLiveEpochs: number;
   /** Paying studies' escrow as placement sees it. */
   funds?: StudyFunds;
+  /** The ledger's front desk: a study with a budget escrows it at submit (none: budgets are refused). */
+  bank?: Bank;
   log: Logger;
 }
 
@@ -76,8 +83,11 @@ export class StudyService implements StudyApi {
     this.keys = new IdempotencyKeys(deps.resources.kv.idempotency, deps.clock, (id) => this.replyFor(id));
   }
 
-  async submit(req: SubmitRequest): Promise<SubmitReply> {
+  async submit(req: SubmitRequest, raw: unknown = req): Promise<SubmitReply> {
     const { store, clock, log } = this.d;
+    const budget = req.budget === undefined ? 0 : sim(req.budget);
+    if (budget > 0 && !this.d.bank)
+      throw new InputError('invalid submit request', ['budget: this coordinator keeps no ledger']);
     const key = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
     if (key) {
       const seen = await this.keys.reply(key);
@@ -92,7 +102,7 @@ export class StudyService implements StudyApi {
     }
     const now = clock.now();
     const studyId = `s${now.toString(36)}${randomBytes(4).toString('hex')}`;
-    const sub = await this.d.intake.build(req, { studyId, image, now, retry: this.d.retry });
+    const sub = await this.d.intake.build(req, { studyId, image, now, retry: this.d.retry, budget });
     const live = store.liveEpochs();
     if (live + sub.study.epochs > this.d.maxLiveEpochs) {
       throw new ConflictError(
@@ -104,10 +114,21 @@ export class StudyService implements StudyApi {
       const seen = await this.keys.claim(key, studyId);
       if (seen) return seen;
     }
+    if (budget > 0) {
+      // The escrow comes first: a study that exists is paid for. Its op id is the study's, so it happens once.
+      const { auth, ...body } = raw as Record<string, unknown>;
+      try {
+        await this.d.bank!.escrow(studyId, req.auth!, body, budget);
+      } catch (e) {
+        if (key) await this.keys.release(key);
+        throw e;
+      }
+    }
     try {
       await store.createStudy(sub.study, sub.jobs);
     } catch (e) {
       if (key) await this.keys.release(key); // nothing was started: a retry may submit again
+      if (budget > 0) await this.d.bank!.refund(studyId, req.auth!.key).catch(() => {});
       throw e;
     }
     log.info({ study_id: studyId, epochs: sub.study.epochs, jobs: sub.jobs.length }, 'study submitted');
@@ -161,6 +182,36 @@ export class StudyService implements StudyApi {
     }
     await this.close(studyId);
     return this.status(studyId);
+  }
+
+  /** Per job, who ran it, what each provider returned and the verdict (jobs in submit order, paged). */
+  async provenance(studyId: string, offset: number, limit: number): Promise<ProvenanceReply> {
+    const study = this.require(studyId);
+    const jobs = study.archived ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
+    const page = jobs.slice(offset, offset + limit).map((j) => ({
+      job_id: j.job.job_id,
+      status: j.status,
+      epoch_ids: j.job.epochs.map((e) => e.epoch_id),
+      quorum: j.quorum,
+      accepted: j.result && { output_digest: j.result.output_digest, agreed: j.result.agreed },
+      executions: j.executions.map((e) => ({
+        attempt: e.attempt,
+        worker_id: e.worker_id,
+        output_digest: e.output_digest,
+        seq: e.seq,
+        ended: e.ended,
+        verdict: e.verdict,
+        reason: e.reason,
+        pay: e.pay,
+      })),
+    }));
+    const next = offset + page.length;
+    return {
+      study_id: studyId,
+      total: jobs.length,
+      jobs: page,
+      next_offset: next < jobs.length ? next : null,
+    };
   }
 
   async results(studyId: string, offset: number, limit: number): Promise<ResultsReply> {

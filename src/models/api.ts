@@ -103,7 +103,17 @@ export const SubmitReply = z.strictObject({
 export type SubmitReply = z.infer<typeof SubmitReply>;
 
 /** What went wrong, for a client to match on (never the message text). */
-export const ErrorCode = z.enum(['invalid', 'not_found', 'conflict', 'unavailable', 'internal']);
+export const ErrorCode = z.enum([
+  'invalid',
+  /** A request that moves SIM whose signature, expiry or nonce does not check out. */
+  'unauthorized',
+  /** The account does not hold what the request moves. */
+  'insufficient_funds',
+  'not_found',
+  'conflict',
+  'unavailable',
+  'internal',
+]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
 export const ErrorReply = z.strictObject({
@@ -179,6 +189,46 @@ export const ResultsReply = z.strictObject({
   next_offset: z.number().int().nullable(),
 });
 export type ResultsReply = z.infer<typeof ResultsReply>;
+
+export const ProvenanceRequest = z.strictObject({
+  study_id: StudyId,
+  offset: z.number().int().min(0).default(0),
+  limit: z.number().int().min(1).max(1000).default(200),
+});
+
+/** Who ran a job's epochs, what each returned, and the verdict: the evidence behind an accepted result. */
+export const JobProvenance = z.strictObject({
+  job_id: z.string(),
+  status: JobStatus,
+  epoch_ids: z.array(z.string()),
+  quorum: z.number().int(),
+  /** The accepted output and how many distinct providers agreed on it. */
+  accepted: z.strictObject({ output_digest: z.string(), agreed: z.number().int() }).nullable(),
+  executions: z.array(
+    z.strictObject({
+      attempt: z.number().int(),
+      worker_id: z.string(),
+      /** The output digest the provider signed (its batch's signature was checked on arrival). */
+      output_digest: z.string().nullable(),
+      /** Its signed result batch in the RESULTS stream. */
+      seq: z.number().int().nullable(),
+      ended: z.string().nullable(),
+      verdict: z.enum(['valid', 'invalid']).nullable(),
+      reason: z.string().nullable(),
+      /** µSIM it is paid if valid. */
+      pay: z.number().int(),
+    }),
+  ),
+});
+export type JobProvenance = z.infer<typeof JobProvenance>;
+
+export const ProvenanceReply = z.strictObject({
+  study_id: StudyId,
+  total: z.number().int(),
+  jobs: z.array(JobProvenance),
+  next_offset: z.number().int().nullable(),
+});
+export type ProvenanceReply = z.infer<typeof ProvenanceReply>;
 
 export const WorkersReply = z.strictObject({
   workers: z.array(WorkerAd.extend({ last_seen_ms_ago: z.number() })),

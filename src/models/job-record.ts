@@ -80,6 +80,8 @@ export const JobRecord = z.strictObject({
   not_before: z.number(),
   /** Queue timeout: fail if still not placed by then. */
   queue_deadline: z.number().nullable(),
+  /** The study's queue timeout, applied again each time the job goes back to the queue (null: the coordinator's). */
+  queue_timeout_ms: z.number().nullable().default(null),
   enqueued_at: z.number(),
   executions: z.array(Execution),
   /** Agreeing results from distinct providers it takes to accept an output (1: unreplicated). */

@@ -21,13 +21,15 @@ const KEY_FILE = 'worker.nk';
 const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex');
 const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
-function privateKeyOf(kp: KeyPair): KeyObject {
+/** The node:crypto private key of an nkey pair (signs the same bytes as nkeys, a hundred times faster). */
+export function privateKeyOf(kp: KeyPair): KeyObject {
   const raw = (kp as KeyPair & { getRawSeed(): Uint8Array }).getRawSeed();
   return createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, raw]), format: 'der', type: 'pkcs8' });
 }
 
 const publicKeys = new Map<string, KeyObject>();
-function publicKeyOf(workerId: string): KeyObject {
+/** The node:crypto public key of a public user nkey (cached); throws when it is not one. */
+export function publicKeyOf(workerId: string): KeyObject {
   let key = publicKeys.get(workerId);
   if (!key) {
     const raw = Codec.decode(Prefix.User, new TextEncoder().encode(workerId));

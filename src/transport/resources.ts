@@ -5,6 +5,7 @@
  * | ---------------- | ------------ | ------------------------------------------------------------------------- |
  * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result batches, deduplicated by Msg-Id      |
  * | `EVENTS`         | stream       | `plurigrid.events.>`: study/job lifecycle events, kept 24 h               |
+ * | `LEDGER`         | stream       | `plurigrid.ledger.postings`: the SIM journal, kept forever, no deletes    |
  * | `jobs`           | KV           | job state, from a job's first transition on (the coordinator's truth)     |
  * | `studies`        | KV           | study records                                                             |
  * | `idempotency`    | KV           | request id → response, for retried API calls                              |
@@ -47,8 +48,10 @@ export const RESULTS_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 export const EVENTS_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 /** A worker's entry in the `workers` bucket expires this long after its last heartbeat. */
 export const WORKERS_TTL_MS = 30 * 1000;
+/** A journal entry retried with the same `Nats-Msg-Id` (its op id) within this window is dropped by LEDGER. */
+export const LEDGER_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 
-export const STREAMS = { results: 'RESULTS', events: 'EVENTS' } as const;
+export const STREAMS = { results: 'RESULTS', events: 'EVENTS', ledger: 'LEDGER' } as const;
 export const BUCKETS = {
   jobs: 'jobs',
   studies: 'studies',
@@ -70,7 +73,8 @@ export type StreamDefinition = Pick<
   | 'max_msg_size'
   | 'duplicate_window'
   | 'num_replicas'
->;
+> &
+  Partial<Pick<StreamConfig, 'deny_delete' | 'deny_purge'>>;
 
 /** Stream definitions (exported for inspection and tests; `ensureResources` applies them). */
 export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> = {
@@ -99,6 +103,21 @@ export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> =
     max_msg_size: -1,
     duplicate_window: nanos(RESULTS_DUPLICATE_WINDOW_MS),
     num_replicas: 1,
+  },
+  ledger: {
+    name: STREAMS.ledger,
+    description: 'Plurigrid SIM ledger: hash-chained journal entries, deduplicated by op id',
+    subjects: [subjects.ledger],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: 0,
+    max_msg_size: 64 * 1024,
+    duplicate_window: nanos(LEDGER_DUPLICATE_WINDOW_MS),
+    num_replicas: 1,
+    // Append-only: the server refuses to delete or purge entries (and these cannot be turned off again).
+    deny_delete: true,
+    deny_purge: true,
   },
 };
 

@@ -3,13 +3,14 @@
  * with `subjects.*` so a rename is one edit and ids are checked before they reach the wire.
  *
  * ```
- * plurigrid.api.<op>                  request/reply micro service "plurigrid" (submit, status, list, cancel, results, workers)
+ * plurigrid.api.<op>                  request/reply micro service "plurigrid" (studies, workers, provenance, the ledger)
  * plurigrid.worker.hb.<workerId>      worker heartbeat / advert
  * plurigrid.worker.<workerId>.assign  coordinator → worker assignment (reply = accept/decline)
  * plurigrid.worker.<workerId>.cancel  coordinator → worker: stop an attempt
  * plurigrid.results.<workerId>        worker → RESULTS stream (signed result batches)
  * plurigrid.events.study.<studyId>    study lifecycle events (EVENTS stream)
  * plurigrid.events.jobs.<studyId>     a study's job transitions, batched (EVENTS stream)
+ * plurigrid.ledger.postings           the SIM ledger's journal entries (LEDGER stream)
  * ```
  */
 
@@ -19,7 +20,21 @@ export const ROOT = 'plurigrid';
 export const API_SERVICE_NAME = 'plurigrid';
 /** The service group: endpoints are `plurigrid.api.<op>`. */
 export const API_GROUP = `${ROOT}.api`;
-export const API_OPS = ['submit', 'status', 'list', 'cancel', 'results', 'workers'] as const;
+export const API_OPS = [
+  'submit',
+  'status',
+  'list',
+  'cancel',
+  'results',
+  'workers',
+  'provenance',
+  'balance',
+  'faucet',
+  'transfer',
+  'stake',
+  'unstake',
+  'ledger',
+] as const;
 export type ApiOp = (typeof API_OPS)[number];
 
 /** Thrown when an id would not make a single, literal subject token. */
@@ -105,4 +120,7 @@ export const subjects = {
   jobEventsAll: `${ROOT}.events.jobs.*`,
   /** `plurigrid.events.>` — the EVENTS stream's subjects. */
   eventsAll: `${ROOT}.events.>`,
+
+  /** `plurigrid.ledger.postings` — the SIM ledger's journal (LEDGER stream), one hash-chained entry per message. */
+  ledger: `${ROOT}.ledger.postings`,
 } as const;

@@ -97,6 +97,36 @@ export class Cluster {
     return child;
   }
 
+  /**
+   * A misbehaving provider as its own process (test/fixtures/adversary.ts). With `stake`, it first takes SIM from the
+   * faucet and bonds that much, so it has something to lose. Returns its worker id.
+   */
+  async startAdversary(mode: 'alter' | 'collude' | 'silent' | 'wrong-key', name: string, stake?: string) {
+    const args = [join(root, 'test', 'fixtures', 'adversary.ts'), mode, this.nats.url, name];
+    if (stake) args.push(stake);
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.workers.set(name, child);
+    let out = '';
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`adversary ${name} not ready: ${out}`)), 20_000);
+      child.stderr!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /(U[A-Z2-7]{55}) ready/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`adversary ${name} exited with ${code}: ${out}`));
+      });
+    });
+  }
+
   log(child: ChildProcess): string {
     return this.logs.get(child) ?? '';
   }

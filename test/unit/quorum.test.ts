@@ -243,6 +243,8 @@ const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
   want: 2,
   adaptive: false,
   needs_established: false,
+  quorum: 2,
+  newcomers: 0,
   work: 10,
   max_price: null,
   ...over,
@@ -257,6 +259,20 @@ describe('placement with replication', () => {
     expect(plan.map((p) => p.worker_id).sort()).toEqual(['old', 'sybil']);
     // Without an established provider anywhere, replicas still go to distinct workers.
     expect(new Set(place([pending('k')], [cheap, sybil2], 0).map((p) => p.worker_id)).size).toBe(2);
+  });
+
+  it('never lets newcomers make a quorum by themselves once anyone is established', () => {
+    const sybils = [worker('s1', { price_per_cpu_s: 0 }), worker('s2', { price_per_cpu_s: 0 })];
+    const busyOld = worker('old', { established: true, slots_free: 0 });
+    // The established provider is full: one newcomer replica may run, the second waits for it.
+    expect(place([pending('j', { needs_established: true })], [...sybils, busyOld], 0)).toHaveLength(1);
+    // A job whose newcomer replica disagreed with the established one gets its third opinion from no newcomer.
+    const third = pending('k', { want: 1, exclude: ['s1', 'old'], newcomers: 1 });
+    expect(place([third], [...sybils, busyOld], 0)).toEqual([]);
+    const old2 = worker('old2', { established: true });
+    expect(place([third], [...sybils, busyOld, old2], 0).map((p) => p.worker_id)).toEqual(['old2']);
+    // Quorum 1 (the submitter chose no replication) is not capped.
+    expect(place([pending('m', { quorum: 1, want: 1 })], [...sybils, busyOld], 0)).toHaveLength(1);
   });
 
   it('runs an adaptive job alone on a trusted provider unless the draw audits it', () => {

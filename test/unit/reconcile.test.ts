@@ -225,6 +225,8 @@ describe('reconcile', () => {
                 want: wanted(r),
                 adaptive: false,
                 needs_established: false,
+                quorum: r.quorum,
+                newcomers: 0,
                 work: 1,
                 max_price: null,
                 image: 'img',

@@ -199,6 +199,8 @@ const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
   want: 1,
   adaptive: false,
   needs_established: false,
+  quorum: 2,
+  newcomers: 0,
   work: 1,
   max_price: null,
   image: 'sha256:img',
