@@ -93,6 +93,7 @@ async function main() {
             ended_at: now,
             verdict: 'valid',
             pay: 0,
+            solo: false,
           },
         ],
         result: { seq: 1, attempt: 1, worker_id: w, output_digest: 'x', agreed: 1 },

@@ -13,6 +13,7 @@ import { DEFAULT_RETRY, isTerminal, liveExecutions, type RetryPolicy, reverify }
 import { getStudyJobs } from './jobspecs.ts';
 import { Outputs } from './outputs.ts';
 import type { TrustPolicy } from './reputation.ts';
+import { kvReputations } from './reputation-kv.ts';
 import { ResultsConsumer } from './results.ts';
 import { Scheduler } from './scheduler.ts';
 import { ProviderStanding, type ReputationStore } from './standing.ts';
@@ -48,6 +49,7 @@ export interface CoordinatorOptions {
   stakeOf?: (workerId: string) => number;
   /** The SIM ledger: budgets are escrowed, valid executions paid, outvoted ones slashed (none: only free studies). */
   bank?: Bank;
+  /** Where reputations are kept (default: KV `reputation`). */
   reputations?: ReputationStore;
   log: Logger;
 }
@@ -102,13 +104,14 @@ export class Coordinator {
         // Only while its study is open: a closed study's results have been read; its provider is slashed all the same.
         const rec = this.store.job(id);
         if (!rec || this.store.study(rec.job.study_id)?.summary) return;
-        this.store
+        const reopened = this.store
           .update(id, (r) => reverify(r, clock.now(), retry))
           .catch((e) =>
             o.log.warn({ job_id: id, err: (e as Error).message }, 're-verification not recorded'),
           );
+        this.studies.holdOpen(rec.job.study_id, reopened);
       },
-      ...(o.reputations ? { persist: o.reputations } : {}),
+      persist: o.reputations ?? kvReputations(resources.kv.reputation),
       clock,
       ...(o.trust ? { policy: o.trust } : {}),
       log: o.log,

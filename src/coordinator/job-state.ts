@@ -129,8 +129,16 @@ export function wanted(rec: JobRecord): number {
   if (isTerminal(rec)) return 0;
   const live = liveExecutions(rec).length;
   const best = tally(rec)[0]?.executions.length ?? 0;
-  return Math.max(0, Math.min(rec.quorum - best - live, rec.max_results - resultCount(rec) - live));
+  return Math.max(0, Math.min(quorumOf(rec) - best - live, rec.max_results - resultCount(rec) - live));
 }
+
+/** The quorum that decides the job now: one while its only execution is a solo one, else its study's. */
+export function quorumOf(rec: JobRecord): number {
+  return rec.executions.some((e) => e.solo && (e.ended === null || e.ended === 'ok')) ? 1 : rec.quorum;
+}
+
+/** No execution of the job is running or has returned a result: adaptive replication may still run it alone. */
+export const fresh = (rec: JobRecord): boolean => workersUsed(rec).length === 0;
 
 /** Workers that may not run another execution of this job: one running it, or one whose result is in (distinct providers). */
 export function workersUsed(rec: JobRecord): string[] {
@@ -157,9 +165,8 @@ export function startExecution(
   leaseMs: number,
   options: StartOptions = {},
 ): JobRecord {
-  if (rec.status !== 'queued' || workersUsed(rec).includes(workerId)) return rec;
-  const quorum = options.unreplicated && rec.adaptive && rec.attempts === 0 ? 1 : rec.quorum;
-  if (wanted({ ...rec, quorum }) < 1) return rec;
+  if (rec.status !== 'queued' || workersUsed(rec).includes(workerId) || wanted(rec) < 1) return rec;
+  const solo = options.unreplicated === true && rec.adaptive && fresh(rec);
   const execution: Execution = {
     attempt: rec.attempts + 1,
     worker_id: workerId,
@@ -172,10 +179,10 @@ export function startExecution(
     ended_at: null,
     verdict: null,
     pay: options.pay ?? 0,
+    solo,
   };
   const next: JobRecord = {
     ...rec,
-    quorum,
     attempts: execution.attempt,
     executions: [...rec.executions, execution],
     queue_deadline: null,
@@ -208,7 +215,7 @@ function endedAs(
 function decide(rec: JobRecord, now: number, delay: number, policy: RetryPolicy): JobRecord {
   const groups = tally(rec);
   const top = groups[0];
-  if (top && top.executions.length >= rec.quorum) {
+  if (top && top.executions.length >= quorumOf(rec)) {
     const canonical = top.executions[0]!;
     return {
       ...rec,
@@ -236,7 +243,7 @@ function decide(rec: JobRecord, now: number, delay: number, policy: RetryPolicy)
     return {
       ...rec,
       status: 'failed',
-      reason: `no quorum of ${rec.quorum} within ${rec.max_results} results: ${votes}`,
+      reason: `no quorum of ${quorumOf(rec)} within ${rec.max_results} results: ${votes}`,
     };
   }
   if (rec.failures >= rec.max_attempts) return { ...rec, status: 'failed' };
@@ -304,17 +311,17 @@ export function endExecution(
 }
 
 /**
- * A done job whose result rested on one provider alone, found cheating elsewhere: the vote is reopened and the job
- * wants a second, agreeing result. Its earlier result stays in the vote (and stays paid if it is then confirmed).
+ * A done job whose result rested on a solo execution of a provider since found cheating: the vote is reopened under
+ * its study's quorum. The solo result stays in the vote (and stays paid if it is then confirmed).
  */
 export function reverify(rec: JobRecord, now: number, policy: RetryPolicy): JobRecord {
-  if (rec.status !== 'done' || rec.quorum !== 1) return rec;
+  if (rec.status !== 'done' || !rec.executions.some((e) => e.solo && e.ended === 'ok') || rec.quorum < 2)
+    return rec;
   return {
     ...rec,
     status: 'queued',
-    quorum: 2,
-    max_results: Math.max(rec.max_results, 3),
-    executions: rec.executions.map((e) => (e.ended === 'ok' ? { ...e, verdict: null } : e)),
+    max_results: Math.max(rec.max_results, rec.quorum + 1),
+    executions: rec.executions.map((e) => (e.ended === 'ok' ? { ...e, verdict: null, solo: false } : e)),
     result: null,
     not_before: now,
     queue_deadline: requeueDeadline(rec, now, policy),

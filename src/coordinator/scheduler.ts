@@ -2,7 +2,15 @@ import type { Logger } from 'pino';
 import type { StudyRecord } from '../models/study-record.ts';
 import type { Clock } from './clock.ts';
 import type { Dispatcher } from './dispatch.ts';
-import { isTerminal, liveExecutions, wanted, workersToAvoid, workersUsed } from './job-state.ts';
+import {
+  fresh,
+  isTerminal,
+  liveExecutions,
+  quorumOf,
+  wanted,
+  workersToAvoid,
+  workersUsed,
+} from './job-state.ts';
 import { type Funds, fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
 import { jobWork } from './pricing.ts';
 import { reconcile } from './reconcile.ts';
@@ -181,9 +189,9 @@ export class Scheduler {
           avoid: workersToAvoid(rec),
           exclude: used,
           want,
-          adaptive: rec.adaptive && rec.attempts === 0,
+          adaptive: rec.adaptive && fresh(rec),
           needs_established: !used.some((w) => standing.provider(w).established),
-          quorum: rec.quorum,
+          quorum: quorumOf(rec),
           newcomers: used.filter((w) => !standing.provider(w).established).length,
           work: jobWork(rec.job),
           max_price: rec.max_price,

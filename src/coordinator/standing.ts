@@ -33,8 +33,9 @@ export interface StandingDeps {
   log: Logger;
 }
 
-/** An unreplicated result: its job's quorum was one, and one result made it. */
-const unreplicated = (rec: JobRecord) => rec.quorum === 1 && rec.result?.agreed === 1;
+/** A result accepted on a solo execution's word alone (what an audit failure sends back for a second opinion). */
+const unreplicated = (rec: JobRecord, attempt: number) =>
+  rec.result?.agreed === 1 && rec.executions.some((e) => e.attempt === attempt && e.solo);
 
 /**
  * Providers' standing as placement sees it: reputation from the verdicts the store commits (BOINC's adaptive
@@ -86,7 +87,7 @@ export class ProviderStanding implements Standing {
       if (e.verdict === null || before.get(e.attempt) === e.verdict) continue;
       const now = this.d.clock.now();
       const rep = this.reps.get(e.worker_id) ?? newReputation(e.worker_id, now);
-      const solo = e.verdict === 'valid' && unreplicated(c.after) ? { job_id: c.id } : null;
+      const solo = e.verdict === 'valid' && unreplicated(c.after, e.attempt) ? { job_id: c.id } : null;
       const next = recordVerdict(rep, e.verdict, solo, now, this.policy);
       this.reps.set(e.worker_id, next.rep);
       this.dirty.add(e.worker_id);

@@ -75,6 +75,7 @@ export class StudyService implements StudyApi {
   private readonly keys: IdempotencyKeys;
   private readonly archived = new Map<string, Promise<JobRecord[]>>();
   private readonly closing = new Map<string, Promise<void>>();
+  private readonly holds = new Map<string, Promise<unknown>>();
   private archiving: Promise<void> | undefined;
   private readonly d: StudyServiceDeps;
 
@@ -293,8 +294,21 @@ export class StudyService implements StudyApi {
     return p;
   }
 
+  /**
+   * Keeps a study from closing until `change` is stored: a job of it about to be reopened (re-verification) must not
+   * find its study closed under it.
+   */
+  holdOpen(studyId: string, change: Promise<unknown>): void {
+    const held = (this.holds.get(studyId) ?? Promise.resolve()).then(() => change.catch(() => {}));
+    this.holds.set(studyId, held);
+    void held.then(() => {
+      if (this.holds.get(studyId) === held) this.holds.delete(studyId);
+    });
+  }
+
   private async closeOnce(studyId: string): Promise<void> {
     const { store, clock, log } = this.d;
+    await this.holds.get(studyId);
     const rec = store.study(studyId);
     if (!rec || rec.summary || store.liveJobs(studyId) > 0) return;
     const jobs = store.jobsOf(rec);

@@ -43,6 +43,8 @@ export const Execution = z.strictObject({
   verdict: Verdict.nullable().default(null),
   /** What its provider is paid if its result is valid, in µSIM: the job's estimated work at the price it was placed at. */
   pay: z.number().int().min(0).default(0),
+  /** Runs alone on a trusted provider (adaptive replication): its result decides unless an audit reopens the job. */
+  solo: z.boolean().default(false),
 });
 export type Execution = z.infer<typeof Execution>;
 
@@ -84,7 +86,7 @@ export const JobRecord = z.strictObject({
   queue_timeout_ms: z.number().nullable().default(null),
   enqueued_at: z.number(),
   executions: z.array(Execution),
-  /** Agreeing results from distinct providers it takes to accept an output (1: unreplicated). */
+  /** Agreeing results from distinct providers it takes to accept an output (its study's; a solo execution needs one). */
   quorum: z.number().int().min(1).default(1),
   /** Results (sound ones, agreeing or not) after which a job without a quorum fails. */
   max_results: z.number().int().min(1).default(1),
@@ -137,6 +139,7 @@ export function migrateJobState(raw: unknown): unknown {
       ended_at: h.at,
       verdict: null,
       pay: 0,
+      solo: false,
     }));
   if (old.status === 'assigned' && worker_id) {
     executions.push({
@@ -151,6 +154,7 @@ export function migrateJobState(raw: unknown): unknown {
       ended_at: null,
       verdict: null,
       pay: 0,
+      solo: false,
     });
   }
   if (old.result) {
@@ -166,6 +170,7 @@ export function migrateJobState(raw: unknown): unknown {
       ended_at: old.updated_at,
       verdict: 'valid',
       pay: 0,
+      solo: false,
     });
   }
   const expired = history.find((h) => h.worker_id === '');

@@ -10,6 +10,7 @@
  * | `studies`        | KV           | study records                                                             |
  * | `idempotency`    | KV           | request id → response, for retried API calls                              |
  * | `workers`        | KV (ttl 30s) | last advert per worker; an entry disappears when heartbeats stop          |
+ * | `reputation`     | KV           | per provider: its run of valid results, for adaptive replication          |
  * | `jobspecs`       | object store | per study, its jobs as queued at submit (written once, before the study)  |
  * | `outputs`        | object store | job outputs larger than {@link LARGE_OUTPUT_BYTES}                        |
  *
@@ -57,6 +58,7 @@ export const BUCKETS = {
   studies: 'studies',
   idempotency: 'idempotency',
   workers: 'workers',
+  reputation: 'reputation',
 } as const;
 export type BucketKey = keyof typeof BUCKETS;
 export const OBJECT_STORES = { outputs: 'outputs', jobspecs: 'jobspecs' } as const;
@@ -144,6 +146,12 @@ export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
     storage: StorageType.File,
     ttl: WORKERS_TTL_MS,
   },
+  reputation: {
+    description: 'Plurigrid provider reputations (runs of valid results; adaptive replication)',
+    history: 1,
+    storage: StorageType.File,
+    ttl: 0,
+  },
 };
 
 /** Typed handles on every resource. */
@@ -151,7 +159,7 @@ export interface Resources {
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
-  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV };
+  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV; reputation: KV };
   outputs: ObjectStore;
   jobspecs: ObjectStore;
 }
@@ -281,8 +289,8 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
   const objm = new Objm(js);
 
   await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
-  const [jobs, studies, idempotency, workers] = await Promise.all(
-    (['jobs', 'studies', 'idempotency', 'workers'] as const).map((key) =>
+  const [jobs, studies, idempotency, workers, reputation] = await Promise.all(
+    (['jobs', 'studies', 'idempotency', 'workers', 'reputation'] as const).map((key) =>
       ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
     ),
   );
@@ -304,7 +312,13 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
     js,
     jsm,
     streams: { results, events },
-    kv: { jobs: jobs!, studies: studies!, idempotency: idempotency!, workers: workers! },
+    kv: {
+      jobs: jobs!,
+      studies: studies!,
+      idempotency: idempotency!,
+      workers: workers!,
+      reputation: reputation!,
+    },
     outputs,
     jobspecs,
   };

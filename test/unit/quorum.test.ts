@@ -167,7 +167,11 @@ describe('replication with quorum', () => {
   it('runs a fresh adaptive job alone on a trusted provider, and a caught provider’s solo result reopens', () => {
     const rec = newJobRecord(job, 0, policy, { quorum: 2, max_results: 4, adaptive: true, max_price: null });
     const solo = startExecution(rec, 'trusted', 0, 1000, { unreplicated: true });
-    expect(solo).toMatchObject({ status: 'assigned', quorum: 1 });
+    expect(solo).toMatchObject({ status: 'assigned', quorum: 2 });
+    expect(solo.executions[0]!.solo).toBe(true);
+    // A solo execution that fails leaves the job as fresh as before: it may go solo again, or be replicated.
+    const failed = endExecution(solo, 1, 'trusted', 'failed', 'crashed', 1, policy);
+    expect(wanted(failed)).toBe(2);
     const done = report(solo, 1, 'trusted', { seq: 1, output_digest: 'x' }, 1, policy);
     expect(done).toMatchObject({ status: 'done', result: { agreed: 1 } });
     const reopened = reverify(done, 5, policy);
@@ -183,7 +187,9 @@ describe('replication with quorum', () => {
     );
     expect(confirmed.status).toBe('queued'); // a disagreement: a third opinion is wanted
     // A non-adaptive job ignores the flag; a replicated done job is not reopened.
-    expect(startExecution(replicated(2, 2), 't', 0, 10, { unreplicated: true }).quorum).toBe(2);
+    expect(startExecution(replicated(2, 2), 't', 0, 10, { unreplicated: true }).executions[0]!.solo).toBe(
+      false,
+    );
     expect(reverify(confirmed, 8, policy)).toBe(confirmed);
   });
 });
