@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { StudyFunds } from '../../src/coordinator/funds.ts';
+import { DEFAULT_RETRY, newJobRecord, report, startExecution } from '../../src/coordinator/job-state.ts';
+import { jobSettlement, SLASH_MIN, slashFor } from '../../src/ledger/settlement.ts';
+import { Job, ResourceLimits } from '../../src/models/job.ts';
+import type { JobRecord } from '../../src/models/job-record.ts';
+import { Study } from '../../src/models/study.ts';
+import type { StudyRecord } from '../../src/models/study-record.ts';
+import { expandStudy } from '../../src/study/expand.ts';
+import { baseScenario } from './arbitraries.ts';
+
+const job = Job.parse({
+  job_id: 's1-00000',
+  study_id: 's1',
+  image: 'sha256:img',
+  input_digest: 'a'.repeat(64),
+  epochs: expandStudy(Study.parse({ name: 's', scenario: {}, runs: 1 }), baseScenario()),
+  limits: ResourceLimits.parse({}),
+});
+const policy = DEFAULT_RETRY;
+const paid = () =>
+  newJobRecord(job, 0, policy, { quorum: 2, max_results: 4, adaptive: false, max_price: 0.002 });
+
+/** Three executions at 500 µSIM each: a and c agree, b is outvoted. */
+function voted(): { before: JobRecord; after: JobRecord } {
+  let r = paid();
+  for (const w of ['a', 'b']) r = startExecution(r, w, 0, 1000, { pay: 500 });
+  r = report(r, 1, 'a', { seq: 1, output_digest: 'x' }, 1, policy);
+  r = report(r, 2, 'b', { seq: 2, output_digest: 'y' }, 2, policy);
+  const before = startExecution(r, 'c', 3, 1000, { pay: 500 });
+  return { before, after: report(before, 3, 'c', { seq: 3, output_digest: 'x' }, 4, policy) };
+}
+
+describe('settlement', () => {
+  it('pays each valid execution what it was placed at and slashes each outvoted one, once per verdict', () => {
+    const { before, after } = voted();
+    expect(jobSettlement(after, before)).toEqual([
+      { kind: 'pay', study_id: 's1', job_id: 's1-00000', attempt: 1, key: 'a', amount: 500 },
+      { kind: 'slash', job_id: 's1-00000', attempt: 2, key: 'b', amount: slashFor(500) },
+      { kind: 'pay', study_id: 's1', job_id: 's1-00000', attempt: 3, key: 'c', amount: 500 },
+    ]);
+    // A commit that changes no verdict calls for nothing; the level-triggered pass (no `before`) calls for all again.
+    expect(jobSettlement(after, after)).toEqual([]);
+    expect(jobSettlement(after)).toHaveLength(3);
+    expect(slashFor(0)).toBe(SLASH_MIN);
+    expect(slashFor(1_000_000)).toBe(10_000_000);
+  });
+
+  it('keeps each study’s committed funds in step with its executions: running, awaiting the vote, valid', () => {
+    const funds = new StudyFunds();
+    const study = { study_id: 's1', budget: 2000, archived: false } as StudyRecord;
+    funds.onCommit({ kind: 'study', id: 's1', before: undefined, after: study });
+    expect(funds.of('s1')).toEqual({ budget: 2000, committed: 0, available: 2000 });
+    const { before, after } = voted();
+    // Replay the job's life as commits: every running or voting execution is committed; b's, once outvoted, is not.
+    funds.onCommit({ kind: 'job', id: job.job_id, before: paid(), after: before });
+    expect(funds.of('s1')!.committed).toBe(1500);
+    funds.onCommit({ kind: 'job', id: job.job_id, before, after });
+    expect(funds.of('s1')).toEqual({ budget: 2000, committed: 1000, available: 1000 });
+    expect(funds.available().get('s1')).toBe(1000);
+    // Loading the same records from scratch gives the same figure.
+    const loaded = new StudyFunds();
+    loaded.load(study, [after]);
+    expect(loaded.of('s1')).toEqual(funds.of('s1'));
+    // An archived study is settled: it is no longer tracked.
+    funds.onCommit({ kind: 'study', id: 's1', before: study, after: { ...study, archived: true } });
+    expect(funds.of('s1')).toBeNull();
+  });
+});
