@@ -3,11 +3,14 @@ import { VERSION } from '../version.ts';
 import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
+import { registerKeys } from './keys.ts';
+import { registerLedger } from './ledger.ts';
 import { registerResults } from './results.ts';
 import { registerSimRun } from './sim-run.ts';
 import { registerSimStudy } from './sim-study.ts';
 import { registerStatus } from './status.ts';
 import { registerSubmit } from './submit.ts';
+import { registerVerify } from './verify.ts';
 import { registerWorker } from './worker.ts';
 import { registerCancel, registerWorkers } from './workers.ts';
 
@@ -27,6 +30,9 @@ export function buildProgram(): Command {
   registerResults(program);
   registerWorkers(program);
   registerCancel(program);
+  registerVerify(program);
+  registerKeys(program);
+  registerLedger(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();
   return program;
@@ -36,7 +42,8 @@ export function buildProgram(): Command {
 export async function main(argv: readonly string[]): Promise<number> {
   try {
     await buildProgram().parseAsync([...argv]);
-    return 0;
+    // A command that finished but failed (a study that failed, a check that did not pass) says so in exitCode.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     return reportError(err);
   }

@@ -2,18 +2,21 @@ import { dirname, resolve } from 'node:path';
 import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { type Command, InvalidArgumentError } from 'commander';
 import { ApiClient } from '../coordinator/client.ts';
+import { sim } from '../ledger/accounts.ts';
 import { StudyEvent, type StudyStatus, type SubmitRequest } from '../models/api.ts';
 import { parseInput } from '../models/errors.ts';
 import { Study } from '../models/study.ts';
 import { readJsonFile } from '../study/files.ts';
 import { decode } from '../transport/connect.ts';
 import { subjects } from '../transport/subjects.ts';
-import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
+import { addConnectionOptions, openClient } from './connection.ts';
+import { addKeyOptions, type KeyFlags, signerKey } from './keys.ts';
+import { explainRefusal, simAmountParser } from './ledger.ts';
 import { intOption } from './options.ts';
 import { writeStudyResults } from './results.ts';
 import { statusLine } from './status.ts';
 
-interface Options extends ConnectionFlags {
+interface Options extends KeyFlags {
   follow?: boolean;
   out?: string;
   idempotencyKey?: string;
@@ -22,6 +25,12 @@ interface Options extends ConnectionFlags {
   maxAttempts?: number;
   targetJobSeconds?: number;
   priority?: number;
+  quorum?: number;
+  maxResults?: number;
+  adaptive?: boolean;
+  /** SIM, as the API takes it ("1.5"). */
+  budget?: string;
+  maxPrice?: number;
 }
 
 /** Reads a study (with its scenario file inlined) or a single scenario into a submit request. */
@@ -48,6 +57,15 @@ export async function requestFromFile(file: string, opts: Partial<Options> = {})
   if (opts.maxAttempts !== undefined) req.max_attempts = opts.maxAttempts;
   if (opts.targetJobSeconds !== undefined) req.target_job_seconds = opts.targetJobSeconds;
   if (opts.priority !== undefined) req.priority = opts.priority;
+  if (opts.quorum !== undefined || opts.maxResults !== undefined || opts.adaptive !== undefined) {
+    req.verification = {
+      quorum: opts.quorum ?? 2,
+      adaptive: opts.adaptive ?? true,
+      ...(opts.maxResults !== undefined ? { max_results: opts.maxResults } : {}),
+    };
+  }
+  if (opts.budget !== undefined) req.budget = opts.budget;
+  if (opts.maxPrice !== undefined) req.max_price = opts.maxPrice;
   return req;
 }
 
@@ -131,6 +149,13 @@ export function progressReporter(): { update: (s: StudyStatus) => void; stop: ()
   };
 }
 
+function priceOption(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1000)
+    throw new InvalidArgumentError(`--max-price: expected SIM per CPU-second from 0 to 1000, got "${value}"`);
+  return n;
+}
+
 function secondsOption(flag: string) {
   return (v: string) => {
     const n = Number(v);
@@ -141,27 +166,74 @@ function secondsOption(flag: string) {
 }
 
 export function registerSubmit(program: Command): void {
-  addConnectionOptions(
-    program
-      .command('submit')
-      .description('submit a study (or a single scenario) to the coordinator')
-      .argument('<file>', 'study or scenario JSON file')
-      .option('--follow', 'wait for it to finish, showing progress, then print the comparison')
-      .option('--out <dir>', 'with --follow: write the results table, aggregates and report here')
-      .option('--idempotency-key <key>', 'a repeated submit with the same key returns the first answer')
-      .option('--memory-mb <n>', 'memory limit per job', intOption('--memory-mb', 16, 65_536))
-      .option('--timeout-s <s>', 'wall-clock limit per job attempt', secondsOption('--timeout-s'))
-      .option('--max-attempts <n>', 'attempts per job', intOption('--max-attempts', 1, 20))
-      .option('--target-job-seconds <s>', 'work packed into one job', secondsOption('--target-job-seconds'))
-      .option('--priority <n>', 'higher runs first', intOption('--priority', -100, 100)),
-  ).action(async (file: string, opts: Options) => {
+  addKeyOptions(
+    addConnectionOptions(
+      program
+        .command('submit')
+        .description('submit a study (or a single scenario) to the coordinator')
+        .argument('<file>', 'study or scenario JSON file')
+        .option('--follow', 'wait for it to finish, showing progress, then print the comparison')
+        .option('--out <dir>', 'with --follow: write the results table, aggregates and report here')
+        .option('--idempotency-key <key>', 'a repeated submit with the same key returns the first answer')
+        .option('--memory-mb <n>', 'memory limit per job', intOption('--memory-mb', 16, 65_536))
+        .option('--timeout-s <s>', 'wall-clock limit per job attempt', secondsOption('--timeout-s'))
+        .option('--max-attempts <n>', 'attempts per job', intOption('--max-attempts', 1, 20))
+        .option('--target-job-seconds <s>', 'work packed into one job', secondsOption('--target-job-seconds'))
+        .option('--priority <n>', 'higher runs first', intOption('--priority', -100, 100))
+        .option(
+          '--quorum <n>',
+          'equal results from distinct providers that accept a job (1: no replication)',
+          intOption('--quorum', 1, 7),
+          2,
+        )
+        .option(
+          '--max-results <n>',
+          'results after which a job without a quorum fails (default: quorum + 2)',
+          intOption('--max-results', 1, 15),
+        )
+        .option('--no-adaptive', 'replicate every job, even on providers trusted to run alone')
+        .option(
+          '--budget <sim>',
+          'SIM escrowed from your key for the study (signed; what is left comes back when it ends)',
+          simAmountParser('--budget'),
+        )
+        .option(
+          '--max-price <sim-per-cpu-s>',
+          'with --budget: the most paid per CPU-second of estimated work, in SIM',
+          priceOption,
+        ),
+    ),
+  ).action(async (file: string, opts: Options, cmd: Command) => {
+    if (opts.budget === undefined) {
+      const needless = [
+        opts.maxPrice !== undefined && '--max-price',
+        opts.key && '--key',
+        opts.worker && '--worker',
+      ].filter(Boolean);
+      if (needless.length > 0) {
+        cmd.error(
+          `error: ${needless.join(', ')} only with --budget (a study without a budget pays nothing)`,
+          {
+            exitCode: 2,
+            code: 'plurigrid.usage',
+          },
+        );
+      }
+    }
     const req = await requestFromFile(file, opts);
+    const signer = opts.budget !== undefined ? await signerKey(opts) : undefined;
     const transport = await openClient(opts, 'plurigrid-submit');
     try {
       const api = new ApiClient(transport.nc);
-      const reply = await api.submit(req);
+      const reply = signer
+        ? await api
+            .submitSigned(req, signer.keyPair)
+            .catch((err: unknown) =>
+              explainRefusal(err, { api, key: signer.key, what: 'the budget', amount: sim(opts.budget!) }),
+            )
+        : await api.submit(req);
       process.stdout.write(
-        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs\n`,
+        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs${signer ? `; budget ${opts.budget} SIM escrowed from ${signer.key}` : ''}\n`,
       );
       if (!opts.follow) return;
       const progress = progressReporter();
