@@ -1,14 +1,16 @@
 // Dispatch benchmark, in one run on this machine:
 //  (a) raw JetStream publish → consume round trips per second (file storage, as RESULTS): the ceiling;
-//  (b) end-to-end trivial jobs per second through the coordinator and two process-executor workers
-//      (submit → result recorded), with the CPU each process spent per job, and p50/p99 latency of one job at a
-//      time on an idle system. Run twice: with workers that take up to 64 jobs each (a prefetch queue in front of
-//      one warm runner), and with 8, to show what batching across the pipeline is worth; and, for comparison, the
-//      same jobs through the process executor alone;
+//  (b) end-to-end trivial jobs per second through the coordinator and two process-executor workers (two provider
+//      identities), submit → result recorded, with the CPU each process spent per job, and p50/p99 latency of one job
+//      at a time on an idle system. Run with workers that take up to 64 jobs each (a prefetch queue in front of one
+//      warm runner) once per verification setting — unreplicated (quorum 1) and replicated on both workers (quorum 2,
+//      not adaptive) — and with 8 slots unreplicated, to show what batching across the pipeline is worth; and, for
+//      comparison, the same jobs through the process executor alone;
 //  (c) Docker executor: per-container overhead and efficiency (epoch time measured inside the container / the
 //      job's wall time, container create → removed) for ~1-second epochs batched per job.
 // Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 10000),
-// BENCH_DOCKER=0 skips (c).
+// BENCH_QUORUM the quorums (b) runs with 64 slots (default "1,2"; 2 and more are not adaptive), BENCH_DOCKER=0 skips
+// (c).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -21,7 +23,7 @@ import { workerArgv } from '../src/cli/worker.ts';
 import { ApiClient } from '../src/coordinator/client.ts';
 import { Coordinator } from '../src/coordinator/coordinator.ts';
 import { serveApi } from '../src/coordinator/service.ts';
-import type { JobEvents } from '../src/models/api.ts';
+import type { JobEvents, Verification } from '../src/models/api.ts';
 import { Scenario } from '../src/models/scenario.ts';
 import { connectNats } from '../src/transport/connect.ts';
 import { startEmbeddedNats } from '../src/transport/nats-server.ts';
@@ -33,6 +35,11 @@ import { buildImages } from '../src/worker/images.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const JOBS = Number(process.env.BENCH_JOBS ?? 10_000);
+const QUORUMS = (process.env.BENCH_QUORUM || '1,2').split(',').map(Number);
+if (QUORUMS.some((q) => !Number.isInteger(q) || q < 1 || q > 2))
+  throw new Error(
+    `BENCH_QUORUM: expected quorums of 1 or 2 (the bench runs two workers), got ${process.env.BENCH_QUORUM}`,
+  );
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
@@ -163,12 +170,18 @@ function spawnWorker(
 
 /**
  * (b) with workers of `slots` slots and `runners` warm runners each. One runner per worker: the two of them then
- * match this machine's two cores, and more only adds context switches.
+ * match this machine's two cores, and more only adds context switches. `verification` is the studies' (quorum 2
+ * runs every job on both workers: two provider identities, as replicas need distinct providers).
  */
 async function endToEnd(
   url: string,
   dataDir: string,
-  { slots, runners, latency }: { slots: number; runners: number; latency: boolean },
+  {
+    slots,
+    runners,
+    latency,
+    verification,
+  }: { slots: number; runners: number; latency: boolean; verification: Verification },
 ) {
   const nc = await connectNats({ url, name: 'bench-coordinator' });
   const resources = await ensureResources(nc);
@@ -183,6 +196,11 @@ async function endToEnd(
     spawnWorker(`bench-${slots}-2`, url, dataDir, slots, runners),
   ]);
   while (coordinator.registry.live().length < 2) await new Promise((r) => setTimeout(r, 50));
+  const identities = new Set(coordinator.registry.live().map((w) => w.ad.worker_id));
+  if (identities.size < verification.quorum)
+    throw new Error(
+      `quorum ${verification.quorum} needs as many providers, the workers are ${[...identities]}`,
+    );
 
   const client = await connectNats({ url, name: 'bench-client' });
   const api = new ApiClient(client, 60_000);
@@ -201,6 +219,7 @@ async function endToEnd(
   const reply = await api.submit({
     study: { name: 'trivial', scenario: trivial, runs: JOBS, seed: 1, sweep: [] },
     target_job_seconds: 0,
+    verification,
   });
   const accepted = performance.now();
   while (done.size < reply.jobs) {
@@ -212,11 +231,15 @@ async function endToEnd(
   const cpu_ms_per_job = perJob(cpuBefore, cpuByRole(), reply.jobs);
   const queued = [...done.values()].map((t) => t - submitted);
   const status = await api.status(reply.study_id);
+  // Every job was accepted on as many agreeing results as its quorum asked (one job checked: they are alike).
+  const agreed = coordinator.store.job(`${reply.study_id}-00000`)?.result?.agreed;
+  if (agreed !== undefined && agreed < verification.quorum)
+    throw new Error(`a job was accepted on ${agreed} result(s), its quorum is ${verification.quorum}`);
   // Latency on an idle system: one job at a time, submit → result recorded (its `done` event).
   const latencies: number[] = [];
   for (let i = 0; i < (latency ? 200 : 0); i++) {
     const t0 = performance.now();
-    const one = await api.submit({ scenario: { ...trivial, seed: 10_000 + i } });
+    const one = await api.submit({ scenario: { ...trivial, seed: 10_000 + i }, verification });
     const jobId = `${one.study_id}-00000`;
     while (!done.has(jobId)) await new Promise((r) => setImmediate(r));
     latencies.push(done.get(jobId)! - t0);
@@ -230,6 +253,10 @@ async function endToEnd(
   await nc.close();
   return {
     jobs: reply.jobs,
+    quorum: verification.quorum,
+    adaptive: verification.adaptive,
+    /** Agreeing results the study's first job was accepted on. */
+    agreed: agreed ?? null,
     slots_per_worker: slots,
     runners_per_worker: runners,
     state: status.state,
@@ -334,8 +361,20 @@ async function withServer<T>(fn: (url: string, dataDir: string) => Promise<T>): 
 }
 
 const raw = await withServer((url) => rawJetStream(url));
-const e2e = await withServer((url, dir) => endToEnd(url, dir, { slots: 64, runners: 1, latency: true }));
-const shallow = await withServer((url, dir) => endToEnd(url, dir, { slots: 8, runners: 1, latency: false }));
+const e2eRuns: Awaited<ReturnType<typeof endToEnd>>[] = [];
+for (const quorum of QUORUMS) {
+  const verification: Verification = { quorum, adaptive: false };
+  e2eRuns.push(
+    await withServer((url, dir) =>
+      endToEnd(url, dir, { slots: 64, runners: 1, latency: true, verification }),
+    ),
+  );
+}
+const e2e = e2eRuns.find((r) => r.quorum === 1);
+const replicated = e2eRuns.find((r) => r.quorum === 2);
+const shallow = await withServer((url, dir) =>
+  endToEnd(url, dir, { slots: 8, runners: 1, latency: false, verification: { quorum: 1, adaptive: false } }),
+);
 const alone = await executorAlone(JOBS);
 const docker = await dockerEfficiency();
 
@@ -344,9 +383,9 @@ t.push([
   '(a) JetStream publish→consume',
   `${raw.per_s.toFixed(0)} msg/s (p50 ${raw.p50_ms.toFixed(1)} ms, p99 ${raw.p99_ms.toFixed(1)} ms); CPU per message ${raw.cpu_ms_per_msg.toFixed(3)} ms`,
 ]);
-for (const run of [e2e, shallow]) {
+for (const run of [...e2eRuns, shallow]) {
   t.push([
-    `(b) trivial jobs end to end (${run.jobs} jobs, 2 workers × ${run.slots_per_worker} slots)`,
+    `(b) trivial jobs end to end (${run.jobs} jobs, 2 workers × ${run.slots_per_worker} slots, quorum ${run.quorum})`,
     `${run.per_s.toFixed(0)} jobs/s = ${((100 * run.per_s) / raw.per_s).toFixed(1)} % of (a); CPU per job: ${Object.entries(
       run.cpu_ms_per_job,
     )
@@ -362,10 +401,12 @@ t.push([
     .map(([role, ms]) => `${role === 'coordinator+bench' ? 'pool' : role} ${ms.toFixed(2)} ms`)
     .join(', ')}`,
 ]);
-t.push([
-  '(b) one job at a time, submit → result recorded',
-  `p50 ${e2e.p50_ms?.toFixed(1)} ms, p99 ${e2e.p99_ms?.toFixed(1)} ms`,
-]);
+for (const run of e2eRuns) {
+  t.push([
+    `(b) one job at a time, submit → result recorded (quorum ${run.quorum})`,
+    `p50 ${run.p50_ms?.toFixed(1)} ms, p99 ${run.p99_ms?.toFixed(1)} ms`,
+  ]);
+}
 for (const d of docker ?? []) {
   t.push([
     `(c) docker, ${d.epochs_per_job} × ${d.epoch_s.toFixed(2)} s epochs per job`,
@@ -377,7 +418,7 @@ console.log(t.toString());
 const out = new URL('./results/dispatch.json', import.meta.url);
 writeFileSync(
   out,
-  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e, end_to_end_shallow: shallow, executor_alone: alone, docker }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e ?? null, end_to_end_replicated: replicated ?? null, end_to_end_shallow: shallow, executor_alone: alone, docker }, null, 2)}\n`,
 );
 console.log('wrote bench/results/dispatch.json');
 process.exit(0);

@@ -162,6 +162,8 @@ const tasks = {
   'bench:sim': () => run(join(bin, 'node'), [join(root, 'bench', 'sim.ts'), ...rest]),
   'bench:dispatch': () => run(join(bin, 'node'), [join(root, 'bench', 'dispatch.ts'), ...rest]),
   'bench:restart': () => run(join(bin, 'node'), [join(root, 'bench', 'restart.ts'), ...rest]),
+  // The verification policy simulated at scale: no NATS, no Docker.
+  'bench:verify': () => run(join(bin, 'node'), [join(root, 'bench', 'verify.ts'), ...rest]),
   'bench:ledger': () => run(join(bin, 'node'), [join(root, 'bench', 'ledger.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
@@ -173,7 +175,8 @@ if (!tasks[task]) {
   process.exit(2);
 }
 ensureDependencies();
-if (task === 'test' || task === 'demo' || task.startsWith('bench:')) ensureNatsServer();
+if (task === 'test' || task === 'demo' || (task.startsWith('bench:') && task !== 'bench:verify'))
+  ensureNatsServer();
 // The Docker tests fail (never skip) without an engine, and the demo should show the sandbox, so both get one
 // installed and started when it can be (root with apt); where it cannot, the demo falls back to the process executor.
 if (task === 'test' || task === 'demo') ensureDockerEngine({ install: true });

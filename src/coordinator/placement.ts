@@ -23,6 +23,8 @@ export interface WorkerView {
   trusted: boolean;
   /** The chance a trusted provider's job is replicated anyway. */
   audit: number;
+  /** Outvoted too often (see reputation.ts `suspect`): given no work. */
+  suspect?: boolean;
 }
 
 export interface PendingJob {
@@ -75,6 +77,7 @@ export function fillableSlots(slots: number, free: number): number {
 /** Why a worker cannot take a job, or undefined when it can. */
 export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   if (w.draining) return 'draining';
+  if (w.suspect) return 'outvoted too often';
   if (job.exclude.includes(w.worker_id)) return 'already ran this job';
   if (job.max_price !== null && w.price_per_cpu_s > job.max_price)
     return `asks ${w.price_per_cpu_s} SIM/CPU-s, the study pays at most ${job.max_price}`;
@@ -123,13 +126,18 @@ export function place(
   // Once anyone has earned trust, providers who have not can never make a quorum by themselves: a replicated job
   // holds at most quorum − 1 of their executions, and waits for an established provider for the rest.
   const anyEstablished = workers.some((w) => w.established);
+  // Free slots left, in all and on established providers: once none is left for a job, no worker is scanned for it.
+  let freeSlots = pool.reduce((n, w) => n + (w.draining ? 0 : w.slots_free), 0);
+  let freeEstablished = pool.reduce((n, w) => n + (w.established && !w.draining ? w.slots_free : 0), 0);
   const out: Placement[] = [];
   for (const job of due) {
+    if (freeSlots <= 0) break;
     const taken = new Set(job.exclude);
     let needsEstablished = job.needs_established;
     let newcomers = job.newcomers;
     for (let k = 0; k < job.want; k++) {
       const capped = anyEstablished && job.quorum >= 2 && newcomers >= job.quorum - 1;
+      if (capped && freeEstablished <= 0) break;
       let best: (typeof pool)[number] | undefined;
       let bestScore = Number.NEGATIVE_INFINITY;
       for (const w of pool) {
@@ -150,6 +158,8 @@ export function place(
       }
       if (pay > 0) funds.set(job.study_id, left! - pay);
       best.slots_free--;
+      freeSlots--;
+      if (best.established) freeEstablished--;
       taken.add(best.worker_id);
       needsEstablished &&= !best.established;
       if (!best.established) newcomers++;

@@ -53,6 +53,14 @@ export const established = (rep: Reputation | undefined, policy: TrustPolicy): b
 export const trusted = (rep: Reputation | undefined, stake: number, policy: TrustPolicy): boolean =>
   established(rep, policy) && stake >= policy.minStake;
 
+/**
+ * Outvoted too often to be given work: at least two invalid results, and more than `share` of all its results. An
+ * honest provider outvoted now and then (by colluders, or a flaky machine) stays far below it; a key that cheats
+ * often enough to matter is cut off, and a fresh key starts again with no trust, replicated against established ones.
+ */
+export const suspect = (rep: Reputation | undefined, share = 0.1): boolean =>
+  rep !== undefined && rep.invalid >= 2 && rep.invalid > share * (rep.valid + rep.invalid);
+
 /** The chance a trusted provider's job is audited by a replica anyway: 1/n, at least minAudit. */
 export function auditProbability(rep: Reputation | undefined, policy: TrustPolicy): number {
   const n = rep?.consecutive_valid ?? 0;

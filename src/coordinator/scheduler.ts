@@ -19,7 +19,7 @@ import type { WorkerRegistry } from './workers.ts';
 
 /** What placement needs to know beyond capacity: providers' standing (reputation, stake) and studies' funds. */
 export interface Standing {
-  provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit'>;
+  provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit' | 'suspect'>;
   /** What each study can still commit to new executions (µSIM); a study absent from it has none. */
   funds(): Funds;
 }

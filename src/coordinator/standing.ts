@@ -10,6 +10,7 @@ import {
   newReputation,
   type Reputation,
   recordVerdict,
+  suspect,
   type TrustPolicy,
   trusted,
 } from './reputation.ts';
@@ -66,12 +67,13 @@ export class ProviderStanding implements Standing {
     return [...this.reps.values()];
   }
 
-  provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit'> {
+  provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit' | 'suspect'> {
     const rep = this.reps.get(workerId);
     return {
       established: established(rep, this.policy),
       trusted: trusted(rep, this.d.stakeOf(workerId), this.policy),
       audit: auditProbability(rep, this.policy),
+      suspect: suspect(rep),
     };
   }
 

@@ -19,6 +19,7 @@ import {
   DEFAULT_TRUST,
   newReputation,
   recordVerdict,
+  suspect,
   trusted,
 } from '../../src/coordinator/reputation.ts';
 import { Job, ResourceLimits } from '../../src/models/job.ts';
@@ -207,6 +208,16 @@ describe('reputation', () => {
     expect(caught.reverify).toEqual(['j1', 'j2']);
     expect(caught.rep).toMatchObject({ consecutive_valid: 0, invalid: 1, valid: 3, recent_unreplicated: [] });
     expect(trusted(caught.rep, 1e9, p)).toBe(false);
+  });
+
+  it('cuts off a provider outvoted too often, not one outvoted now and then', () => {
+    const rep = (valid: number, invalid: number) => ({ ...newReputation('w', 0), valid, invalid });
+    expect(suspect(undefined)).toBe(false);
+    expect(suspect(rep(0, 1))).toBe(false); // one mistake is not a pattern
+    expect(suspect(rep(5, 2))).toBe(true);
+    expect(suspect(rep(100, 2))).toBe(false);
+    expect(suspect(rep(100, 12))).toBe(true);
+    expect(place([pending('j', { want: 1 })], [worker('w', { suspect: true })], 0)).toEqual([]);
   });
 
   it('audits a trusted provider at 1/n, never below the floor', () => {
