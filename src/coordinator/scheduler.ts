@@ -193,7 +193,7 @@ export class Scheduler {
           needs_established: !used.some((w) => standing.provider(w).established),
           quorum: quorumOf(rec),
           newcomers: used.filter((w) => !standing.provider(w).established).length,
-          work: jobWork(rec.job),
+          work: rec.max_price === null ? 0 : jobWork(rec.job),
           max_price: rec.max_price,
         });
       }

@@ -83,7 +83,7 @@ export class ProviderStanding implements Standing {
 
   /** Verdicts a commit made: each updates its provider's reputation; a caught provider's recent solo results reopen. */
   readonly onCommit = (c: Commit): void => {
-    if (c.kind !== 'job') return;
+    if (c.kind !== 'job' || c.after.executions.every((e) => e.verdict === null)) return;
     const before = new Map(c.before.executions.map((e) => [e.attempt, e.verdict]));
     for (const e of c.after.executions) {
       if (e.verdict === null || before.get(e.attempt) === e.verdict) continue;

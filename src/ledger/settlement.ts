@@ -18,6 +18,8 @@ export type SettlementOp =
  * Only verdicts that `before` did not have yet, unless `before` is omitted (then all: the level-triggered pass).
  */
 export function jobSettlement(after: JobRecord, before?: JobRecord): SettlementOp[] {
+  // Most commits carry no verdict (an execution started, or ended without a result): nothing to look at.
+  if (after.executions.every((e) => e.verdict === null)) return [];
   const had = new Map(before?.executions.map((e) => [e.attempt, e.verdict]));
   const ops: SettlementOp[] = [];
   for (const e of after.executions) {
