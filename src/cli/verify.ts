@@ -9,6 +9,7 @@ import type { Study } from '../models/study.ts';
 import { createRng } from '../sim/rng.ts';
 import { type EpochSpec, expandStudy } from '../study/expand.ts';
 import { runEpochsLocal } from '../study/run-local.ts';
+import { verifyClaims } from '../transport/identity.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
 import { intOption } from './options.ts';
 import { progressBar } from './progress.ts';
@@ -94,6 +95,9 @@ export interface ProvenanceSummary {
   with_outvoted: number;
   /** Accepted jobs whose results do not add up to the output digest that was voted on. */
   inconsistent_outputs: number;
+  /** Results whose provider's signature does not check out, or does not cover what the coordinator recorded. */
+  bad_signatures: number;
+  signatures_checked: number;
 }
 
 /** Per job: who ran it, the verdicts and how many agreed; and the counts over all jobs. */
@@ -108,6 +112,8 @@ export function summarizeProvenance(
     not_accepted: 0,
     with_outvoted: 0,
     inconsistent_outputs: 0,
+    bad_signatures: 0,
+    signatures_checked: 0,
   };
   const out = jobs.map((j): JobSummary => {
     let consistent: boolean | null = null;
@@ -121,6 +127,17 @@ export function summarizeProvenance(
       }
     } else summary.not_accepted++;
     if (j.executions.some((e) => e.verdict === 'invalid')) summary.with_outvoted++;
+    for (const e of j.executions) {
+      if (!e.signed) continue;
+      summary.signatures_checked++;
+      // The provider signed this very claim: this job, this attempt, this output digest.
+      const claim = e.signed.claims.find((c) => c.job_id === j.job_id && c.attempt === e.attempt);
+      const good =
+        claim !== undefined &&
+        claim.output_digest === e.output_digest &&
+        verifyClaims(e.worker_id, e.signed.claims, e.signed.signature);
+      if (!good) summary.bad_signatures++;
+    }
     return {
       job_id: j.job_id,
       status: j.status,
@@ -172,7 +189,7 @@ export async function verifyStudy(
 ): Promise<VerifyReport> {
   const { study, rows } = await api.allResults(studyId);
   if (!study) throw new InputError('cannot verify', [`${studyId}: the coordinator sent no study record`]);
-  const provenance = await api.allProvenance(studyId);
+  const provenance = await api.allProvenance(studyId, true);
   const expected = expectedEpochs(study);
   const expectedCount = study.runs * countPoints(study);
   const mismatches: Mismatch[] = [];
@@ -222,7 +239,7 @@ export async function verifyStudy(
     mismatches,
     jobs,
     summary,
-    ok: mismatches.length === 0 && summary.inconsistent_outputs === 0,
+    ok: mismatches.length === 0 && summary.inconsistent_outputs === 0 && summary.bad_signatures === 0,
   };
 }
 
@@ -271,6 +288,9 @@ function reportText(r: VerifyReport, names: Map<string, string>): string {
     r.summary.inconsistent_outputs
       ? `outputs: ${r.summary.inconsistent_outputs} accepted jobs' results do not make up the output their providers signed`
       : "outputs: every accepted job's results make up the output digest its providers signed",
+    r.summary.bad_signatures
+      ? `signatures: ${r.summary.bad_signatures} of ${r.summary.signatures_checked} results are not signed by their provider as recorded`
+      : `signatures: all ${r.summary.signatures_checked} results' provider signatures check out`,
     r.ok ? 'verified: the results are what this machine computes' : 'NOT VERIFIED',
   );
   return `${out.join('\n')}\n`;

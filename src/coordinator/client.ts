@@ -79,16 +79,16 @@ export class ApiClient {
   results(studyId: string, offset = 0, limit = 200) {
     return this.call('results', { study_id: studyId, offset, limit }, ResultsReply);
   }
-  provenance(studyId: string, offset = 0, limit = 200) {
-    return this.call('provenance', { study_id: studyId, offset, limit }, ProvenanceReply);
+  provenance(studyId: string, offset = 0, limit = 200, signatures = false) {
+    return this.call('provenance', { study_id: studyId, offset, limit, signatures }, ProvenanceReply);
   }
 
-  /** Every job's provenance, page by page. */
-  async allProvenance(studyId: string): Promise<JobProvenance[]> {
+  /** Every job's provenance, page by page (with `signatures`, each result's signed batch claims). */
+  async allProvenance(studyId: string, signatures = false): Promise<JobProvenance[]> {
     const jobs: JobProvenance[] = [];
     let offset: number | null = 0;
     while (offset !== null) {
-      const page: ProvenanceReply = await this.provenance(studyId, offset);
+      const page: ProvenanceReply = await this.provenance(studyId, offset, 200, signatures);
       jobs.push(...page.jobs);
       offset = page.next_offset;
     }

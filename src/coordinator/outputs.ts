@@ -54,6 +54,13 @@ export class Outputs {
     return { output: parsed.data, bytes: blob.length };
   }
 
+  /** The signed result batch at `seq` in the RESULTS stream (what provenance shows as evidence). */
+  async batchAt(seq: number): Promise<ResultBatch> {
+    const msg = await this.r.jsm.streams.getMessage(STREAMS.results, { seq });
+    if (!msg) throw new Error(`result ${seq} is missing from the ${STREAMS.results} stream`);
+    return decode(msg.data, ResultBatch, `result batch ${seq}`);
+  }
+
   /** A done job's output: from the cache, else from its batch in the RESULTS stream. */
   async accepted(jobId: string, accepted: AcceptedResult): Promise<JobOutput> {
     const hit = this.cache.get(jobId);

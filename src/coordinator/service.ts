@@ -89,7 +89,7 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
   endpoint('results', ResultsRequest, ResultsReply, (r) => api.results(r.study_id, r.offset, r.limit));
   endpoint('workers', WorkersRequest, WorkersReply, (r) => ({ workers: api.workers(r.limit) }));
   endpoint('provenance', ProvenanceRequest, ProvenanceReply, (r) =>
-    api.provenance(r.study_id, r.offset, r.limit),
+    api.provenance(r.study_id, r.offset, r.limit, r.signatures),
   );
   if (bank) {
     // Signed requests are checked by the bank itself (their body schema depends on the action).

@@ -3,17 +3,23 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { sim } from '../ledger/accounts.ts';
 import type { Bank } from '../ledger/bank.ts';
-import type {
-  ProvenanceReply,
-  ResultRow,
-  ResultsReply,
-  StudyStatus,
-  SubmitReply,
-  SubmitRequest,
-  WorkersReply,
+import {
+  claimsOf,
+  type JobProvenance,
+  type ProvenanceReply,
+  type ResultBatch,
+  type ResultRow,
+  type ResultsReply,
+  type StudyStatus,
+  type SubmitReply,
+  type SubmitRequest,
+  type WorkersReply,
 } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
-import type { JobRecord } from '../models/job-record.ts';
+import type { Execution, JobRecord } from '../models/job-record.ts';
+
+type Signed = JobProvenance['executions'][number]['signed'];
+
 import type { StudyRecord } from '../models/study-record.ts';
 import { epochRow } from '../study/aggregate.ts';
 import type { Resources } from '../transport/resources.ts';
@@ -37,7 +43,7 @@ export interface StudyApi {
   list(limit: number): StudyStatus[];
   cancel(studyId: string): Promise<StudyStatus>;
   results(studyId: string, offset: number, limit: number): Promise<ResultsReply>;
-  provenance(studyId: string, offset: number, limit: number): Promise<ProvenanceReply>;
+  provenance(studyId: string, offset: number, limit: number, signatures?: boolean): Promise<ProvenanceReply>;
   workers(limit: number): z.infer<typeof WorkersReply>['workers'];
 }
 
@@ -186,26 +192,45 @@ export class StudyService implements StudyApi {
   }
 
   /** Per job, who ran it, what each provider returned and the verdict (jobs in submit order, paged). */
-  async provenance(studyId: string, offset: number, limit: number): Promise<ProvenanceReply> {
+  async provenance(
+    studyId: string,
+    offset: number,
+    limit: number,
+    signatures = false,
+  ): Promise<ProvenanceReply> {
     const study = this.require(studyId);
     const jobs = study.archived ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
-    const page = jobs.slice(offset, offset + limit).map((j) => ({
-      job_id: j.job.job_id,
-      status: j.status,
-      epoch_ids: j.job.epochs.map((e) => e.epoch_id),
-      quorum: j.quorum,
-      accepted: j.result && { output_digest: j.result.output_digest, agreed: j.result.agreed },
-      executions: j.executions.map((e) => ({
-        attempt: e.attempt,
-        worker_id: e.worker_id,
-        output_digest: e.output_digest,
-        seq: e.seq,
-        ended: e.ended,
-        verdict: e.verdict,
-        reason: e.reason,
-        pay: e.pay,
+    // A batch holds several results: each is read once per page.
+    const batches = new Map<number, Promise<ResultBatch>>();
+    const evidence = async (e: Execution): Promise<Signed> => {
+      if (!signatures || e.ended !== 'ok' || e.seq === null) return null;
+      let batch = batches.get(e.seq);
+      if (!batch) batches.set(e.seq, (batch = this.d.outputs.batchAt(e.seq)));
+      const b = await batch;
+      return { claims: claimsOf(b.results), signature: b.signature };
+    };
+    const page = await Promise.all(
+      jobs.slice(offset, offset + limit).map(async (j) => ({
+        job_id: j.job.job_id,
+        status: j.status,
+        epoch_ids: j.job.epochs.map((e) => e.epoch_id),
+        quorum: j.quorum,
+        accepted: j.result && { output_digest: j.result.output_digest, agreed: j.result.agreed },
+        executions: await Promise.all(
+          j.executions.map(async (e) => ({
+            attempt: e.attempt,
+            worker_id: e.worker_id,
+            output_digest: e.output_digest,
+            seq: e.seq,
+            ended: e.ended,
+            verdict: e.verdict,
+            reason: e.reason,
+            pay: e.pay,
+            signed: await evidence(e),
+          })),
+        ),
       })),
-    }));
+    );
     const next = offset + page.length;
     return {
       study_id: studyId,

@@ -190,46 +190,6 @@ export const ResultsReply = z.strictObject({
 });
 export type ResultsReply = z.infer<typeof ResultsReply>;
 
-export const ProvenanceRequest = z.strictObject({
-  study_id: StudyId,
-  offset: z.number().int().min(0).default(0),
-  limit: z.number().int().min(1).max(1000).default(200),
-});
-
-/** Who ran a job's epochs, what each returned, and the verdict: the evidence behind an accepted result. */
-export const JobProvenance = z.strictObject({
-  job_id: z.string(),
-  status: JobStatus,
-  epoch_ids: z.array(z.string()),
-  quorum: z.number().int(),
-  /** The accepted output and how many distinct providers agreed on it. */
-  accepted: z.strictObject({ output_digest: z.string(), agreed: z.number().int() }).nullable(),
-  executions: z.array(
-    z.strictObject({
-      attempt: z.number().int(),
-      worker_id: z.string(),
-      /** The output digest the provider signed (its batch's signature was checked on arrival). */
-      output_digest: z.string().nullable(),
-      /** Its signed result batch in the RESULTS stream. */
-      seq: z.number().int().nullable(),
-      ended: z.string().nullable(),
-      verdict: z.enum(['valid', 'invalid']).nullable(),
-      reason: z.string().nullable(),
-      /** µSIM it is paid if valid. */
-      pay: z.number().int(),
-    }),
-  ),
-});
-export type JobProvenance = z.infer<typeof JobProvenance>;
-
-export const ProvenanceReply = z.strictObject({
-  study_id: StudyId,
-  total: z.number().int(),
-  jobs: z.array(JobProvenance),
-  next_offset: z.number().int().nullable(),
-});
-export type ProvenanceReply = z.infer<typeof ProvenanceReply>;
-
 export const WorkersReply = z.strictObject({
   workers: z.array(WorkerAd.extend({ last_seen_ms_ago: z.number() })),
 });
@@ -347,3 +307,50 @@ export type JobEvents = z.infer<typeof JobEvents>;
  */
 export const StudyEvent = z.strictObject({ study_id: StudyId, state: StudyState, at: z.number() });
 export type StudyEvent = z.infer<typeof StudyEvent>;
+
+export const ProvenanceRequest = z.strictObject({
+  study_id: StudyId,
+  offset: z.number().int().min(0).default(0),
+  limit: z.number().int().min(1).max(1000).default(200),
+  /** Include each result's signed batch claims, so the signatures can be checked by the reader (costs a read each). */
+  signatures: z.boolean().default(false),
+});
+
+/** Who ran a job's epochs, what each returned, and the verdict: the evidence behind an accepted result. */
+export const JobProvenance = z.strictObject({
+  job_id: z.string(),
+  status: JobStatus,
+  epoch_ids: z.array(z.string()),
+  quorum: z.number().int(),
+  /** The accepted output and how many distinct providers agreed on it. */
+  accepted: z.strictObject({ output_digest: z.string(), agreed: z.number().int() }).nullable(),
+  executions: z.array(
+    z.strictObject({
+      attempt: z.number().int(),
+      worker_id: z.string(),
+      /** The output digest the provider signed (its batch's signature was checked on arrival). */
+      output_digest: z.string().nullable(),
+      /** Its signed result batch in the RESULTS stream. */
+      seq: z.number().int().nullable(),
+      ended: z.string().nullable(),
+      verdict: z.enum(['valid', 'invalid']).nullable(),
+      reason: z.string().nullable(),
+      /** µSIM it is paid if valid. */
+      pay: z.number().int(),
+      /**
+       * With `signatures`: the claims of the result batch it came in and the provider's ed25519 signature over their
+       * canonical JSON (the claim for this execution is among them); null without, or when it has no result.
+       */
+      signed: z.strictObject({ claims: z.array(SignedClaim), signature: z.string() }).nullable(),
+    }),
+  ),
+});
+export type JobProvenance = z.infer<typeof JobProvenance>;
+
+export const ProvenanceReply = z.strictObject({
+  study_id: StudyId,
+  total: z.number().int(),
+  jobs: z.array(JobProvenance),
+  next_offset: z.number().int().nullable(),
+});
+export type ProvenanceReply = z.infer<typeof ProvenanceReply>;

@@ -2,6 +2,7 @@
 // workers and nats-server: what replication catches, what leases catch, and what a quorum cannot promise.
 import { createUser, type KeyPair } from '@nats-io/nkeys';
 import { afterEach, describe, expect, it } from 'vitest';
+import { summarizeProvenance, verifyStudy } from '../../src/cli/verify.ts';
 import { MICRO_PER_SIM } from '../../src/ledger/accounts.ts';
 import type { JobProvenance, SubmitRequest } from '../../src/models/api.ts';
 import { Study } from '../../src/models/study.ts';
@@ -82,6 +83,23 @@ describe('adversarial providers', () => {
     const paid = pays.reduce((s, e) => s + e.posting.entries.find((x) => x.amount > 0)!.amount, 0);
     expect((await cluster.api.balance(kp.getPublicKey())).available).toBe(100 * MICRO_PER_SIM - paid);
     expect((await cluster.api.ledger({ verify: true })).check?.ok).toBe(true);
+    // `plurigrid verify`: every accepted epoch re-run here matches, every result's signature checks out.
+    const report = await verifyStudy(cluster.api, sub.study_id, { seed: 1 });
+    expect(report.ok).toBe(true);
+    expect(report.epochs).toMatchObject({ accepted: 2, matching: 2, mismatching: 0 });
+    const results = jobs.flatMap((j) => j.executions).filter((e) => e.ended === 'ok').length;
+    expect(report.summary).toMatchObject({
+      signatures_checked: results,
+      bad_signatures: 0,
+      with_outvoted: 2,
+    });
+    // A signature over another digest than the one recorded does not check out.
+    const signed = await cluster.api.allProvenance(sub.study_id, true);
+    const forged = structuredClone(signed);
+    const e = forged[0]!.executions.find((x) => x.signed)!;
+    e.output_digest = 'f'.repeat(64);
+    expect(summarizeProvenance(forged).summary.bad_signatures).toBe(1);
+    expect(summarizeProvenance(signed).summary.bad_signatures).toBe(0);
   }, 90_000);
 
   it('one that never answers and one that signs with another key only hold jobs until their leases expire, unpaid', async () => {
