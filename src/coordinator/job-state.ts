@@ -312,7 +312,7 @@ export function endExecution(
 
 /**
  * A done job whose result rested on a solo execution of a provider since found cheating: the vote is reopened under
- * its study's quorum. The solo result stays in the vote (and stays paid if it is then confirmed).
+ * its study's quorum. The solo result stays in the vote (and stays paid unless it is then outvoted).
  */
 export function reverify(rec: JobRecord, now: number, policy: RetryPolicy): JobRecord {
   if (rec.status !== 'done' || !rec.executions.some((e) => e.solo && e.ended === 'ok') || rec.quorum < 2)
@@ -321,7 +321,9 @@ export function reverify(rec: JobRecord, now: number, policy: RetryPolicy): JobR
     ...rec,
     status: 'queued',
     max_results: Math.max(rec.max_results, rec.quorum + 1),
-    executions: rec.executions.map((e) => (e.ended === 'ok' ? { ...e, verdict: null, solo: false } : e)),
+    // The solo result keeps its verdict until the vote says otherwise: a re-confirmation changes nothing (its
+    // provider is not credited twice), an outvote turns it invalid.
+    executions: rec.executions.map((e) => (e.solo ? { ...e, solo: false } : e)),
     result: null,
     not_before: now,
     queue_deadline: requeueDeadline(rec, now, policy),

@@ -116,6 +116,11 @@ export function place(
   rand: () => number = Math.random,
   /** Collects the studies that had an execution wait for funds. */
   short?: Set<string>,
+  /**
+   * Whether anyone has earned trust, online or not (default: one of these workers has). From stored reputations, so
+   * established providers being away or not yet heard from after a restart does not lift the cap on newcomers.
+   */
+  anchored: boolean = workers.some((w) => w.established),
 ): Placement[] {
   const pool = workers.map((w) => ({ ...w }));
   const due = jobs
@@ -125,7 +130,7 @@ export function place(
     );
   // Once anyone has earned trust, providers who have not can never make a quorum by themselves: a replicated job
   // holds at most quorum − 1 of their executions, and waits for an established provider for the rest.
-  const anyEstablished = workers.some((w) => w.established);
+  const anyEstablished = anchored;
   // Free slots left, in all and on established providers: once none is left for a job, no worker is scanned for it.
   let freeSlots = pool.reduce((n, w) => n + (w.draining ? 0 : w.slots_free), 0);
   let freeEstablished = pool.reduce((n, w) => n + (w.established && !w.draining ? w.slots_free : 0), 0);

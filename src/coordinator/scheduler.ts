@@ -22,12 +22,15 @@ export interface Standing {
   provider(workerId: string): Pick<WorkerView, 'established' | 'trusted' | 'audit' | 'suspect'>;
   /** What each study can still commit to new executions (µSIM); a study absent from it has none. */
   funds(): Funds;
+  /** Whether any provider has earned trust (online or not): newcomers then never make a quorum by themselves. */
+  anchored(): boolean;
 }
 
 /** Before any result is in: nobody is established, and studies have nothing to spend (free ones need nothing). */
 export const NO_STANDING: Standing = {
   provider: () => ({ established: false, trusted: false, audit: 1 }),
   funds: () => new Map(),
+  anchored: () => false,
 };
 
 export interface SchedulerDeps {
@@ -198,7 +201,7 @@ export class Scheduler {
         });
       }
       const short = new Set<string>();
-      const plan = place(pending, views, now, standing.funds(), this.d.rand, short);
+      const plan = place(pending, views, now, standing.funds(), this.d.rand, short, standing.anchored());
       this.d.funds?.markShort(short);
       await dispatch.place(plan);
     }

@@ -81,6 +81,11 @@ export class ProviderStanding implements Standing {
     return this.d.funds.available();
   }
 
+  anchored(): boolean {
+    for (const r of this.reps.values()) if (established(r, this.policy)) return true;
+    return false;
+  }
+
   /** Verdicts a commit made: each updates its provider's reputation; a caught provider's recent solo results reopen. */
   readonly onCommit = (c: Commit): void => {
     if (c.kind !== 'job' || c.after.executions.every((e) => e.verdict === null)) return;

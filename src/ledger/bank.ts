@@ -22,7 +22,7 @@ import {
   transfer,
   unstake,
 } from './rules.ts';
-import { NonceGuard, requestOpId, verifyRequest } from './signed.ts';
+import { AuthError, NonceGuard, requestOpId, verifyRequest } from './signed.ts';
 
 export interface BankOptions {
   journal: Journal;
@@ -137,8 +137,12 @@ export class Bank {
    * before the study exists; its op id is the study's, so a retried submit escrows once.
    */
   async escrow(studyId: string, auth: RequestAuth, body: unknown, amount: number): Promise<void> {
-    verifyRequest({ ...auth, action: 'submit', body }, 'submit', this.o.now(), this.nonces);
-    await this.o.journal.append((s) => escrow(s, studyId, auth.key, amount, this.o.now()));
+    const req = verifyRequest({ ...auth, action: 'submit', body }, 'submit', this.o.now(), this.nonces);
+    // The nonce guard forgets on a restart; the journal does not: a signed submit escrows once, ever.
+    const opId = requestOpId(req);
+    const res = await this.o.journal.append((s) => escrow(s, studyId, auth.key, amount, this.o.now(), opId));
+    if (res.status !== 'appended')
+      throw new AuthError('replayed', `the signed submit ${opId} was used already`);
   }
 
   /** Returns what is left of a study's escrow to its payer (once; a study settled already is left alone). */

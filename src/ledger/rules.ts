@@ -389,20 +389,24 @@ export const releaseOpId = (unstakeOpId: string) => `release:${unstakeOpId}`;
 /** Whether a study's escrow is settled (its refund, possibly of nothing, is applied). */
 export const settled = (s: LedgerView, studyId: string): boolean => applied(s, refundOpId(studyId));
 
-/** Holds a study's budget: key:<from> → escrow:<study>, once per study. */
+/**
+ * Holds a study's budget: key:<from> → escrow:<study>, once per op id — the signed submit's own (`req:<key>:<nonce>`)
+ * when it comes from one, so the same signed submit never escrows twice, even for another study id.
+ */
 export function escrow(
   s: LedgerView,
   studyId: string,
   fromKey: string,
   amount: number,
   now: number,
+  opId = escrowOpId(studyId),
 ): Posting | null {
   const to = escrowAccount(studyId);
   const from = keyAccount(fromKey);
-  if (applied(s, escrowOpId(studyId))) return null;
+  if (applied(s, opId)) return null;
   if (settled(s, studyId)) throw new LedgerError('study-settled', `study ${studyId} is already settled`);
   needFunds(s, from, checkAmount(amount));
-  return posting('escrow', escrowOpId(studyId), move(from, to, amount), now, {
+  return posting('escrow', opId, move(from, to, amount), now, {
     study_id: studyId,
     key: fromKey,
   });

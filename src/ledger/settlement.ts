@@ -116,13 +116,13 @@ export class Settlement {
         await this.d.journal.append(this.builder(op));
         this.queue.shift();
       } catch (e) {
-        if (e instanceof LedgerError) {
+        if (e instanceof LedgerError && e.code !== 'conflict') {
           // The rules refuse it (e.g. an escrow already settled): retrying would not change that.
           this.d.log.error({ op, code: e.code, err: e.message }, 'settlement posting refused');
           this.queue.shift();
           continue;
         }
-        // The server is away: keep the order, try again shortly (on a restart, reconcile covers whatever is lost).
+        // The server is away, or other writers kept winning the race: keep the order, try again shortly (on a restart, reconcile covers whatever is lost).
         this.d.log.warn({ op: op.kind, err: (e as Error).message }, 'settlement posting failed; retrying');
         if (this.stopped) return;
         await new Promise((r) => setTimeout(r, this.d.retryMs ?? 1000));

@@ -6,7 +6,7 @@ import { keyAccount } from '../../src/ledger/accounts.ts';
 import { Bank } from '../../src/ledger/bank.ts';
 import { Journal } from '../../src/ledger/journal.ts';
 import { balance } from '../../src/ledger/rules.ts';
-import { signRequest } from '../../src/ledger/signed.ts';
+import { AuthError, signRequest } from '../../src/ledger/signed.ts';
 import type { SubmitRequest } from '../../src/models/api.ts';
 import { jobIdOf } from '../../src/models/study-record.ts';
 import { Harness, tinyStudy } from '../fixtures/harness.ts';
@@ -90,5 +90,27 @@ describe('settlement', () => {
       lengths.push(s.lastSeq);
     }
     expect(lengths[1]).toBe(lengths[0]);
+  });
+
+  it('escrows a signed submit once: replayed after a restart (a fresh nonce guard), it is refused', async () => {
+    h = await Harness.start({ timer: false });
+    const first = await bankOn(h);
+    await h.stopCoordinator();
+    await h.startCoordinator({ bank: first.bank });
+    const payer = createUser();
+    await first.bank.faucet(signRequest(payer, 'faucet', {}, h.clock.now()));
+    const body = JSON.parse(JSON.stringify({ ...tinyStudy(1), budget: '10' }));
+    const { action: _a, body: _b, ...auth } = signRequest(payer, 'submit', body, h.clock.now());
+    const req = { ...body, auth } as SubmitRequest;
+    await h.coordinator.studies.submit(req);
+    await h.stopCoordinator();
+    const next = await bankOn(h);
+    await h.startCoordinator({ bank: next.bank });
+    const err = await h.coordinator.studies.submit(req).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AuthError);
+    expect((err as AuthError).code).toBe('replayed');
+    await next.journal.refresh();
+    expect(balance(next.journal.state, keyAccount(payer.getPublicKey()))).toBe(90_000_000);
+    expect([...h.coordinator.store.allStudies()]).toHaveLength(1);
   });
 });
