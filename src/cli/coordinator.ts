@@ -1,3 +1,4 @@
+import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import Dockerode from 'dockerode';
@@ -6,11 +7,12 @@ import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
 import { DEFAULT_TRUST } from '../coordinator/reputation.ts';
 import { serveApi } from '../coordinator/service.ts';
 import { Bank } from '../ledger/bank.ts';
-import { Journal } from '../ledger/journal.ts';
+import { authorityOf, Journal } from '../ledger/journal.ts';
 import { logConnectionStatus } from '../transport/connect.ts';
 import { VERSION } from '../version.ts';
 import { GRID_EPOCH_REPO } from '../worker/images.ts';
 import { addConnectionOptions, type ConnectionFlags, openServerSide } from './connection.ts';
+import { loadKeyFile } from './keys.ts';
 import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
 import { onShutdown } from './shutdown.ts';
@@ -44,7 +46,9 @@ export interface RunningCoordinator {
 export async function startCoordinator(opts: Options): Promise<RunningCoordinator> {
   const log = createLogger('coordinator', opts.logLevel);
   const transport = await openServerSide(opts, 'plurigrid-coordinator');
-  const journal = await Journal.open(transport.resources, { log });
+  // The ledger authority: the coordinator's own key signs every entry it appends, and only such entries count.
+  const ledgerKey = await loadKeyFile(join(resolve(opts.dataDir), 'keys', 'ledger.nk'), { create: true });
+  const journal = await Journal.open(transport.resources, { log, authority: authorityOf(ledgerKey.keyPair) });
   const bank = new Bank({ journal, jsm: transport.resources.jsm, now: Date.now });
   await bank.genesis();
   const coordinator = new Coordinator(transport.nc, transport.resources, {

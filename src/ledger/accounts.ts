@@ -34,6 +34,7 @@ export type LedgerErrorCode =
   | 'bad-seq'
   | 'broken-link'
   | 'bad-hash'
+  | 'unsigned'
   | 'malformed'
   | 'conflict'
   | 'state-mismatch';

@@ -7,7 +7,10 @@
  * A message that does not apply (malformed, a broken chain, an unbalanced posting, an op id seen before — which only a
  * writer going around the journal can put there) is skipped and reported: it is not part of the chain, and the next
  * entry links to the last one that applied. {@link Journal.verify} re-walks the stream and names every such problem.
+ * With an {@link Authority} (the coordinator's ledger key), an entry must also carry its signature over the entry's
+ * hash: a client that can publish on the subject still cannot forge a posting that any journal applies.
  */
+import { sign, verify } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DeliverPolicy,
@@ -17,6 +20,8 @@ import {
   type JetStreamManager,
   type PubAck,
 } from '@nats-io/jetstream';
+import type { KeyPair } from '@nats-io/nkeys';
+import { privateKeyOf, publicKeyOf } from '../transport/identity.ts';
 import { ensureStream, STREAMS, streamDefinitions } from '../transport/resources.ts';
 import { subjects } from '../transport/subjects.ts';
 import { type Account, LedgerError, type LedgerErrorCode } from './accounts.ts';
@@ -56,6 +61,8 @@ export interface JournalLog {
 
 export interface JournalOptions {
   log?: JournalLog;
+  /** Entries not signed by this authority are not part of the chain (the coordinator's own key signs its appends). */
+  authority?: Authority;
   /**
    * Lost races (another writer appended first) one append retries before it throws a 'conflict' LedgerError
    * (default 100). Several writers are safe but not fair; the ledger expects one main writer (the coordinator).
@@ -78,7 +85,40 @@ function isWrongLastSequence(err: unknown): boolean {
 }
 
 /** Applies one stream message to `state`; returns the entry, or the problem that kept it out of the chain. */
-function ingest(state: LedgerState, streamSeq: number, data: Uint8Array): JournalEntry | JournalProblem {
+/** Who may write the journal: entries must carry this key's signature over their hash (see JournalEntry.sig). */
+export interface Authority {
+  key: string;
+  /** Signs an entry's hash (the coordinator's side; a reader only verifies). */
+  sign?(hash: string): string;
+}
+
+function signedByAuthority(entry: JournalEntry, authority: Authority | undefined): boolean {
+  if (!authority) return true;
+  if (!entry.sig) return false;
+  try {
+    return verify(
+      null,
+      Buffer.from(entry.hash),
+      publicKeyOf(authority.key),
+      Buffer.from(entry.sig, 'base64'),
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** An authority from the coordinator's ledger key pair: signs with it, and requires its signature. */
+export function authorityOf(kp: KeyPair): Authority {
+  const key = privateKeyOf(kp);
+  return { key: kp.getPublicKey(), sign: (hash) => sign(null, Buffer.from(hash), key).toString('base64') };
+}
+
+function ingest(
+  state: LedgerState,
+  streamSeq: number,
+  data: Uint8Array,
+  authority?: Authority,
+): JournalEntry | JournalProblem {
   let value: unknown;
   try {
     value = JSON.parse(decoder.decode(data));
@@ -88,6 +128,13 @@ function ingest(state: LedgerState, streamSeq: number, data: Uint8Array): Journa
   const parsed = JournalEntry.safeParse(value);
   if (!parsed.success) {
     return { streamSeq, code: 'malformed', detail: parsed.error.issues[0]?.message ?? 'not a journal entry' };
+  }
+  if (!signedByAuthority(parsed.data, authority)) {
+    return {
+      streamSeq,
+      code: 'unsigned',
+      detail: `entry ${parsed.data.seq} is not signed by the ledger authority`,
+    };
   }
   try {
     applyEntry(state, parsed.data);
@@ -105,6 +152,7 @@ export class Journal {
   readonly #jsm: JetStreamManager;
   readonly #log: JournalLog | undefined;
   readonly #maxConflicts: number;
+  readonly #authority: Authority | undefined;
   readonly #state: LedgerState = emptyState();
   /** The stream sequence the state was built up to (the expectation of the next publish). */
   #streamSeq = 0;
@@ -120,6 +168,7 @@ export class Journal {
     this.#jsm = r.jsm;
     this.#log = opts.log;
     this.#maxConflicts = opts.maxConflicts ?? 100;
+    this.#authority = opts.authority;
   }
 
   /** Ensures the LEDGER stream and replays all of it into a fresh state. */
@@ -180,7 +229,7 @@ export class Journal {
     let messages = 0;
     await this.#read(1, snapshot.upTo, (seq, data) => {
       messages++;
-      const r = ingest(fresh, seq, data);
+      const r = ingest(fresh, seq, data, this.#authority);
       if (isProblem(r)) problems.push(r);
     });
     const supply = { minted: 0, key: 0, stake: 0, unbonding: 0, escrow: 0, faucet: 0, pool: 0 };
@@ -229,7 +278,9 @@ export class Journal {
       }
       const posting = parsed.data;
       checkPosting(this.#state, posting);
-      const entry = chainEntry(this.#state.lastSeq, this.#state.lastHash, posting);
+      const chained = chainEntry(this.#state.lastSeq, this.#state.lastHash, posting);
+      const sig = this.#authority?.sign?.(chained.hash);
+      const entry: JournalEntry = sig ? { ...chained, sig } : chained;
       let ack: PubAck;
       try {
         ack = await this.#js.publish(subjects.ledger, JSON.stringify(entry), {
@@ -278,7 +329,7 @@ export class Journal {
     const each = (seq: number, data: Uint8Array) => {
       this.stats.read++;
       this.#streamSeq = seq;
-      const r = ingest(this.#state, seq, data);
+      const r = ingest(this.#state, seq, data, this.#authority);
       if (!isProblem(r)) return this.#emit(r);
       if (this.problems.length >= MAX_PROBLEMS_KEPT) this.problems.shift();
       this.problems.push(r);

@@ -74,6 +74,15 @@ export const JournalEntry = z.strictObject({
   prev_hash: Hash,
   hash: Hash,
   posting: Posting,
+  /**
+   * The ledger authority's ed25519 signature (base64) over `hash`: only the coordinator, which checks every signed
+   * request, can write an entry a journal with an authority accepts. Absent on a journal kept without one (tests).
+   */
+  sig: z
+    .string()
+    .max(200)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'expected base64')
+    .optional(),
 });
 export type JournalEntry = z.infer<typeof JournalEntry>;
 

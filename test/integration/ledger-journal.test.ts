@@ -5,7 +5,7 @@ import { createUser } from '@nats-io/nkeys';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { escrowAccount, keyAccount, sim } from '../../src/ledger/accounts.ts';
-import { Journal } from '../../src/ledger/journal.ts';
+import { authorityOf, Journal } from '../../src/ledger/journal.ts';
 import { chainEntry, type JournalEntry, type Posting } from '../../src/ledger/posting.ts';
 import { balance, escrow, mint, pay, refund, transfer } from '../../src/ledger/rules.ts';
 import { connectNats } from '../../src/transport/connect.ts';
@@ -250,5 +250,40 @@ describe('ledger journal verification', () => {
     expect(balance(reopened.state, keyAccount(D))).toBe(0);
     expect(balance(reopened.state, keyAccount(C))).toBe(sim(1));
     expect(reopened.problems.map((p) => p.streamSeq)).toEqual([badHash, replayed, unbalanced, junk]);
+  });
+
+  it('with a ledger authority, a well-formed theft published around the journal is not applied: it is unsigned', async () => {
+    const authority = authorityOf(createUser());
+    const j = await Journal.open(r, { authority });
+    const base = j.state.lastSeq;
+    await j.append(mint(keyAccount(A), sim(50), 'm:auth', NOW));
+    const s = j.state;
+    // Perfectly chained and balanced, moving A's SIM to D — but signed by nobody (or by another key).
+    const theft: Posting = {
+      op_id: 't:auth',
+      kind: 'transfer',
+      entries: [
+        { account: keyAccount(A), amount: -sim(50) },
+        { account: keyAccount(D), amount: sim(50) },
+      ],
+      at: NOW,
+      memo: null,
+      refs: {},
+    };
+    const unsigned = await forge(chainEntry(s.lastSeq, s.lastHash, theft));
+    const other = authorityOf(createUser());
+    const entry = chainEntry(s.lastSeq, s.lastHash, { ...theft, op_id: 't:auth2' });
+    const wrongKey = await forge({ ...entry, sig: other.sign!(entry.hash) });
+    const reopened = await Journal.open(r, { authority });
+    expect(reopened.state.lastSeq).toBe(base + 1);
+    expect(balance(reopened.state, keyAccount(D))).toBe(0);
+    const tail = reopened.problems.slice(-2).map((p) => [p.streamSeq, p.code]);
+    expect(tail).toEqual([
+      [unsigned, 'unsigned'],
+      [wrongKey, 'unsigned'],
+    ]);
+    // The authority's own appends go on from the last signed entry.
+    await j.append((st) => transfer(st, A, B, sim(1), 't:auth3', NOW));
+    expect((await Journal.open(r, { authority })).state.lastHash).toBe(j.state.lastHash);
   });
 });
