@@ -32,22 +32,16 @@ import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { JobIndexes } from '../src/coordinator/indexes.ts';
 import {
   DEFAULT_RETRY,
-  fresh,
-  isTerminal,
   type JobTerms,
   liveExecution,
   newJobRecord,
-  quorumOf,
   type RetryPolicy,
   report,
   reverify,
   startExecution,
-  wanted,
-  workersToAvoid,
-  workersUsed,
 } from '../src/coordinator/job-state.ts';
-import { fillableSlots, type PendingJob, place, type WorkerView } from '../src/coordinator/placement.ts';
-import { jobWork } from '../src/coordinator/pricing.ts';
+import { pendingJobs } from '../src/coordinator/pending.ts';
+import { fillableSlots, place, type WorkerView } from '../src/coordinator/placement.ts';
 import {
   auditProbability,
   DEFAULT_TRUST,
@@ -138,7 +132,6 @@ const template: Job = {
   limits: ResourceLimits.parse({}),
   priority: 0,
 };
-const WORK = jobWork(template);
 
 interface Provider {
   id: string;
@@ -484,35 +477,10 @@ function simulate(c: Config): Result {
     if (free === 0 || queued.size === 0) continue;
 
     // Pending jobs, in queue order and as many as the scheduler looks at, as it builds them.
-    const pending: PendingJob[] = [];
-    let wantedTotal = 0;
-    const isEstablished = (w: string) => established(reps.get(w), c.trust);
-    for (const rec of index.queue((id) => jobs.get(id)!)) {
-      if (wantedTotal >= free * 4) break;
-      if (rec.not_before > now || isTerminal(rec)) continue;
-      const want = wanted(rec);
-      if (want < 1) continue;
-      wantedTotal += want;
-      const used = workersUsed(rec);
-      pending.push({
-        job_id: rec.job.job_id,
-        study_id: rec.job.study_id,
-        image: rec.job.image,
-        limits: rec.job.limits,
-        priority: rec.job.priority,
-        enqueued_at: rec.enqueued_at,
-        not_before: rec.not_before,
-        avoid: workersToAvoid(rec),
-        exclude: used,
-        want,
-        adaptive: rec.adaptive && fresh(rec),
-        needs_established: !used.some(isEstablished),
-        quorum: quorumOf(rec),
-        newcomers: used.filter((w) => !isEstablished(w)).length,
-        work: WORK,
-        max_price: rec.max_price,
-      });
-    }
+    const pending = pendingJobs(
+      index.queue((id) => jobs.get(id)!),
+      { now, free, established: (w) => established(reps.get(w), c.trust) },
+    );
     for (const pl of place(pending, views, now, new Map(), rand)) {
       const rec = jobs.get(pl.job_id)!;
       const next = startExecution(rec, pl.worker_id, now, LEASE_MS, {

@@ -2,17 +2,9 @@ import type { Logger } from 'pino';
 import type { StudyRecord } from '../models/study-record.ts';
 import type { Clock } from './clock.ts';
 import type { Dispatcher } from './dispatch.ts';
-import {
-  fresh,
-  isTerminal,
-  liveExecutions,
-  quorumOf,
-  wanted,
-  workersToAvoid,
-  workersUsed,
-} from './job-state.ts';
-import { type Funds, fillableSlots, type PendingJob, place, type WorkerView } from './placement.ts';
-import { jobWork } from './pricing.ts';
+import { liveExecutions } from './job-state.ts';
+import { pendingJobs } from './pending.ts';
+import { type Funds, fillableSlots, place, type WorkerView } from './placement.ts';
 import { reconcile } from './reconcile.ts';
 import type { StateStore } from './store.ts';
 import type { WorkerRegistry } from './workers.ts';
@@ -172,34 +164,12 @@ export class Scheduler {
       views.push({ ...ad, slots_free: slotsFree, ...standing.provider(ad.worker_id) });
     }
     if (free > 0) {
-      const pending: PendingJob[] = [];
-      let wantedTotal = 0;
-      for (const rec of store.queue()) {
-        if (wantedTotal >= free * 4) break;
-        if (rec.not_before > now || dispatch.inflight.has(rec.job.job_id) || isTerminal(rec)) continue;
-        const want = wanted(rec);
-        if (want < 1) continue;
-        wantedTotal += want;
-        const used = workersUsed(rec);
-        pending.push({
-          job_id: rec.job.job_id,
-          study_id: rec.job.study_id,
-          image: rec.job.image,
-          limits: rec.job.limits,
-          priority: rec.job.priority,
-          enqueued_at: rec.enqueued_at,
-          not_before: rec.not_before,
-          avoid: workersToAvoid(rec),
-          exclude: used,
-          want,
-          adaptive: rec.adaptive && fresh(rec),
-          needs_established: !used.some((w) => standing.provider(w).established),
-          quorum: quorumOf(rec),
-          newcomers: used.filter((w) => !standing.provider(w).established).length,
-          work: rec.max_price === null ? 0 : jobWork(rec.job),
-          max_price: rec.max_price,
-        });
-      }
+      const pending = pendingJobs(store.queue(), {
+        now,
+        free,
+        established: (w) => standing.provider(w).established,
+        busy: (id) => dispatch.inflight.has(id),
+      });
       const short = new Set<string>();
       const plan = place(pending, views, now, standing.funds(), this.d.rand, short, standing.anchored());
       this.d.funds?.markShort(short);

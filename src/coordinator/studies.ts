@@ -205,7 +205,10 @@ export class StudyService implements StudyApi {
     const evidence = async (e: Execution): Promise<Signed> => {
       if (!signatures || e.ended !== 'ok' || e.seq === null) return null;
       let batch = batches.get(e.seq);
-      if (!batch) batches.set(e.seq, (batch = this.d.outputs.batchAt(e.seq)));
+      if (!batch) {
+        batch = this.d.outputs.batchAt(e.seq);
+        batches.set(e.seq, batch);
+      }
       const b = await batch;
       return { claims: claimsOf(b.results), signature: b.signature };
     };
