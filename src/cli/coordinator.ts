@@ -22,6 +22,7 @@ interface Options extends ConnectionFlags {
   maxAttempts: number;
   leaseGraceS: number;
   trustAfter: number;
+  queueTimeoutS?: number;
   logLevel?: string;
 }
 
@@ -54,7 +55,11 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
   const coordinator = new Coordinator(transport.nc, transport.resources, {
     bank,
     image: opts.image ?? (await defaultImage()),
-    retry: { ...DEFAULT_RETRY, maxAttempts: opts.maxAttempts },
+    retry: {
+      ...DEFAULT_RETRY,
+      maxAttempts: opts.maxAttempts,
+      queueTimeoutMs: opts.queueTimeoutS === undefined ? null : opts.queueTimeoutS * 1000,
+    },
     leaseGraceMs: opts.leaseGraceS * 1000,
     trust: { ...DEFAULT_TRUST, trustAfter: opts.trustAfter },
     log,
@@ -88,6 +93,11 @@ export function registerCoordinator(program: Command): void {
         "seconds a job's lease runs past its timeout (start-up, upload) before it is reclaimed",
         intOption('--lease-grace-s', 1, 3600),
         30,
+      )
+      .option(
+        '--queue-timeout-s <s>',
+        'fail a job no provider could take for this long (a study may set its own; default: wait)',
+        intOption('--queue-timeout-s', 1, 7 * 86_400),
       )
       .option(
         '--trust-after <n>',

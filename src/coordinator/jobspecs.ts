@@ -2,7 +2,7 @@ import { promisify } from 'node:util';
 import { gunzip, gzip, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { EpochTask, Job, ResourceLimits } from '../models/job.ts';
-import { JobRecord, JobState, migrateJobState } from '../models/job-record.ts';
+import { JobRecord, JobState, migrateJobState, StoredJobState } from '../models/job-record.ts';
 import { Scenario } from '../models/scenario.ts';
 import { ParamValue } from '../models/study.ts';
 import type { Resources } from '../transport/resources.ts';
@@ -31,7 +31,8 @@ const Common = z.strictObject({
   image: z.string().min(1),
   limits: ResourceLimits,
   priority: z.number().int(),
-  state: JobState,
+  // Migrated like a KV state: an archive written before verdicts has its accepted execution `valid`.
+  state: StoredJobState,
 });
 type Common = z.infer<typeof Common>;
 
