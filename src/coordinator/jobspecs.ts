@@ -2,7 +2,7 @@ import { promisify } from 'node:util';
 import { gunzip, gzip, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { EpochTask, Job, ResourceLimits } from '../models/job.ts';
-import { JobRecord, JobState, migrateJobState, StoredJobState } from '../models/job-record.ts';
+import { JobRecord, type JobState, migrateJobState, StoredJobState } from '../models/job-record.ts';
 import { Scenario } from '../models/scenario.ts';
 import { ParamValue } from '../models/study.ts';
 import type { Resources } from '../transport/resources.ts';

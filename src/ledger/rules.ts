@@ -119,12 +119,30 @@ const FLOWS: Record<PostingKind, { from: readonly AccountClass[]; to: readonly A
   stake: { from: ['key'], to: ['stake'] },
   unstake: { from: ['stake'], to: ['unbonding'] },
   release: { from: ['unbonding'], to: ['key'] },
-  slash: { from: ['stake'], to: ['treasury'] },
+  slash: { from: ['stake', 'unbonding'], to: ['treasury'] },
   fund: { from: ['key', 'pool'], to: ['pool', 'escrow'] },
 };
 
 /** Kinds whose entries must all name the same nkey (SIM moves between one key's own accounts). */
 const SAME_KEY: ReadonlySet<PostingKind> = new Set(['stake', 'unstake', 'release']);
+
+/**
+ * A slash that reaches into unbonding stake takes it from the key's pending unbondings, latest first (the one asked
+ * for most recently is the most likely escape), so every release still moves exactly what its unbonding holds.
+ */
+function slashUnbonding(s: LedgerState, key: string, amount: number): void {
+  let left = amount;
+  const pending = [...s.unbonding.values()]
+    .filter((u) => u.key === key)
+    .sort((a, b) => b.release_at - a.release_at);
+  for (const u of pending) {
+    if (left <= 0) break;
+    const take = Math.min(left, u.amount);
+    left -= take;
+    if (take === u.amount) s.unbonding.delete(u.op_id);
+    else s.unbonding.set(u.op_id, { ...u, amount: u.amount - take });
+  }
+}
 
 const invalid = (p: Posting, why: string) =>
   new LedgerError('invalid-posting', `posting ${p.op_id} (${p.kind}): ${why}`);
@@ -225,6 +243,9 @@ function commit(s: LedgerState, p: Posting, seq: number): void {
     });
   } else if (p.kind === 'release') {
     s.unbonding.delete(p.op_id.slice('release:'.length));
+  } else if (p.kind === 'slash') {
+    for (const e of p.entries)
+      if (e.amount < 0 && classOf(e.account) === 'unbonding') slashUnbonding(s, idOf(e.account), -e.amount);
   }
 }
 
@@ -507,8 +528,9 @@ export function release(s: LedgerView, unstakeOpId: string, now: number): Postin
 }
 
 /**
- * Takes `amount` of a provider's stake (all of it if it holds less) into the treasury, for one bad execution. Null
- * when already slashed for it or the provider has no stake.
+ * Takes `amount` of a provider's stake (all of it if it holds less) into the treasury, for one bad execution: bonded
+ * stake first, then stake still unbonding — unstaking does not put stake beyond reach until it is released. Null
+ * when already slashed for it or the provider has nothing at stake.
  */
 export function slash(
   s: LedgerView,
@@ -518,15 +540,17 @@ export function slash(
   attempt: number,
   now: number,
 ): Posting | null {
-  const from = stakeAccount(providerKey);
+  const bonded = stakeAccount(providerKey);
+  const unbonding = unbondingAccount(providerKey);
   checkAmount(amount);
   const opId = slashOpId(jobId, attempt);
   if (applied(s, opId)) return null;
-  const taken = Math.min(amount, balance(s, from));
-  if (taken <= 0) return null;
-  return posting('slash', opId, move(from, 'treasury', taken), now, {
-    job_id: jobId,
-    attempt,
-    key: providerKey,
-  });
+  const fromStake = Math.min(amount, balance(s, bonded));
+  const fromUnbonding = Math.min(amount - fromStake, balance(s, unbonding));
+  if (fromStake + fromUnbonding <= 0) return null;
+  const entries: Entry[] = [];
+  if (fromStake > 0) entries.push({ account: bonded, amount: -fromStake });
+  if (fromUnbonding > 0) entries.push({ account: unbonding, amount: -fromUnbonding });
+  entries.push({ account: 'treasury', amount: fromStake + fromUnbonding });
+  return posting('slash', opId, entries, now, { job_id: jobId, attempt, key: providerKey });
 }

@@ -338,6 +338,27 @@ describe('operation builders', () => {
     expect(supply(s)).toBe(sim(12_000) - sim(3));
     expect(slash(s, A, 1, 'j', 1, T0)).toBeNull();
   });
+
+  it('slash reaches stake still unbonding, and the release then returns only what is left of it', () => {
+    const s = funded();
+    apply(s, stake(s, A, sim(10), 's1', T0));
+    apply(s, unstake(s, A, sim(4), 'u1', T0, 1000));
+    apply(s, unstake(s, A, sim(4), 'u2', T0 + 1, 1000));
+    // 2 SIM still bonded, 8 unbonding: a slash of 5 takes the 2, then 3 from the latest unbonding.
+    apply(s, slash(s, A, sim(5), 'j', 1, T0 + 2)!);
+    expect(stakeOf(s, A)).toBe(0);
+    expect(balance(s, unbondingAccount(A))).toBe(sim(5));
+    expect(s.unbonding.get('u2')?.amount).toBe(sim(1));
+    expect(s.unbonding.get('u1')?.amount).toBe(sim(4));
+    apply(s, release(s, 'u1', T0 + 2000)!);
+    apply(s, release(s, 'u2', T0 + 2000)!);
+    expect(balance(s, unbondingAccount(A))).toBe(0);
+    expect(balance(s, keyAccount(A))).toBe(sim(1000) - sim(10) + sim(5));
+    // A slash larger than all of it takes everything and no more.
+    apply(s, stake(s, A, sim(1), 's2', T0));
+    apply(s, unstake(s, A, sim(1), 'u3', T0, 1000));
+    expect(postingSums(slash(s, A, sim(50), 'j', 2, T0)!).credits).toBe(sim(1));
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
