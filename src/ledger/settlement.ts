@@ -73,7 +73,7 @@ export class Settlement {
 
   /**
    * The level-triggered pass: for each paying study whose escrow is not settled, every verdict its jobs hold, then
-   * its refund once it has closed.
+   * its refund once it has closed; for each free study not yet archived, its slashes.
    */
   async reconcile(
     studies: Iterable<StudyRecord>,
@@ -81,7 +81,12 @@ export class Settlement {
   ): Promise<number> {
     let n = 0;
     for (const study of studies) {
-      if (study.budget === 0 || !study.payer || settled(this.d.journal.state, study.study_id)) continue;
+      // A free study pays nothing but still slashes: its jobs are walked while they are held (until archived).
+      if (study.budget === 0 || !study.payer) {
+        if (!study.archived) this.enqueue((await jobsOf(study)).flatMap((j) => jobSettlement(j)));
+        continue;
+      }
+      if (settled(this.d.journal.state, study.study_id)) continue;
       const ops = (await jobsOf(study)).flatMap((j) => jobSettlement(j));
       if (study.summary) ops.push({ kind: 'refund', study_id: study.study_id, key: study.payer });
       n += ops.length;
