@@ -122,7 +122,8 @@ export class StudyService implements StudyApi {
       if (seen) return seen;
     }
     if (budget > 0) {
-      // The escrow comes first: a study that exists is paid for. Its op id is the study's, so it happens once.
+      // The escrow comes first: a study that exists is paid for. Its op id is the signed request's, so the same
+      // signed submit escrows once, ever.
       const { auth, ...body } = raw as Record<string, unknown>;
       try {
         await this.d.bank!.escrow(studyId, req.auth!, body, budget);
@@ -135,7 +136,15 @@ export class StudyService implements StudyApi {
       await store.createStudy(sub.study, sub.jobs);
     } catch (e) {
       if (key) await this.keys.release(key); // nothing was started: a retry may submit again
-      if (budget > 0) await this.d.bank!.refund(studyId, req.auth!.key).catch(() => {});
+      if (budget > 0)
+        await this.d
+          .bank!.refund(studyId, req.auth!.key)
+          .catch((err) =>
+            log.error(
+              { study_id: studyId, err: (err as Error).message },
+              'escrow of a study not created not refunded',
+            ),
+          );
       throw e;
     }
     log.info({ study_id: studyId, epochs: sub.study.epochs, jobs: sub.jobs.length }, 'study submitted');
