@@ -26,6 +26,7 @@ import { Job, ResourceLimits } from '../../src/models/job.ts';
 import type { JobRecord } from '../../src/models/job-record.ts';
 import { Study } from '../../src/models/study.ts';
 import { expandStudy } from '../../src/study/expand.ts';
+import { pendingJob, workerView } from '../fixtures/placement.ts';
 import { baseScenario } from './arbitraries.ts';
 
 const limits = ResourceLimits.parse({});
@@ -222,40 +223,11 @@ describe('reputation', () => {
   });
 });
 
-const worker = (id: string, over: Partial<WorkerView> = {}): WorkerView => ({
-  worker_id: id,
-  executor: 'process',
-  slots: 4,
-  slots_free: 4,
-  cpus: 2,
-  memory_mb: 4096,
-  images: [],
-  price_per_cpu_s: 0.001,
-  draining: false,
-  established: false,
-  trusted: false,
-  audit: 1,
-  ...over,
-});
-const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
-  job_id: id,
-  study_id: 's1',
-  image: 'sha256:img',
-  limits,
-  priority: 0,
-  enqueued_at: 0,
-  not_before: 0,
-  avoid: [],
-  exclude: [],
-  want: 2,
-  adaptive: false,
-  needs_established: false,
-  quorum: 2,
-  newcomers: 0,
-  work: 10,
-  max_price: null,
-  ...over,
-});
+/** Four slots each, and jobs that want two replicas of ten CPU-seconds: replication's defaults. */
+const worker = (id: string, over: Partial<WorkerView> = {}) =>
+  workerView(id, { slots: 4, slots_free: 4, ...over });
+const pending = (id: string, over: Partial<PendingJob> = {}) =>
+  pendingJob(id, { want: 2, work: 10, ...over });
 
 describe('placement with replication', () => {
   it('places each replica on a distinct worker, and a newcomer’s replica against an established one', () => {

@@ -14,11 +14,12 @@ import {
   workersToAvoid,
 } from '../../src/coordinator/job-state.ts';
 import { DEFAULT_PACK, packEpochs } from '../../src/coordinator/pack.ts';
-import { fillableSlots, type PendingJob, place, type WorkerView } from '../../src/coordinator/placement.ts';
+import { fillableSlots, place } from '../../src/coordinator/placement.ts';
 import { Job, ResourceLimits } from '../../src/models/job.ts';
 import { MAX_ENDED_EXECUTIONS, StoredJobState } from '../../src/models/job-record.ts';
 import { Study } from '../../src/models/study.ts';
 import { expandStudy } from '../../src/study/expand.ts';
+import { pendingJob, workerView } from '../fixtures/placement.ts';
 import { baseScenario } from './arbitraries.ts';
 
 const limits = ResourceLimits.parse({});
@@ -178,40 +179,8 @@ describe('job state', () => {
   });
 });
 
-const worker = (id: string, over: Partial<WorkerView> = {}): WorkerView => ({
-  worker_id: id,
-  executor: 'process',
-  slots: 2,
-  slots_free: 2,
-  cpus: 2,
-  memory_mb: 4096,
-  images: [],
-  price_per_cpu_s: 0.001,
-  draining: false,
-  established: false,
-  trusted: false,
-  audit: 1,
-  ...over,
-});
-const pending = (id: string, over: Partial<PendingJob> = {}): PendingJob => ({
-  job_id: id,
-  study_id: 's1',
-  want: 1,
-  adaptive: false,
-  needs_established: false,
-  quorum: 2,
-  newcomers: 0,
-  work: 1,
-  max_price: null,
-  image: 'sha256:img',
-  limits,
-  priority: 0,
-  enqueued_at: 0,
-  not_before: 0,
-  avoid: [],
-  exclude: [],
-  ...over,
-});
+const worker = workerView;
+const pending = pendingJob;
 
 describe('placement', () => {
   it('tops a worker up once an eighth of its slots is free, and a small worker at every free slot', () => {
