@@ -1,47 +1,28 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EXIT_FAILURE, EXIT_USAGE } from '../../src/cli/errors.ts';
 import { main } from '../../src/cli/main.ts';
 import { formatSim, sim } from '../../src/ledger/accounts.ts';
 import { DEFAULT_FAUCET_POLICY } from '../../src/ledger/rules.ts';
+import { type CliRun, cliPath as cli, runCli } from '../fixtures/cli.ts';
 import { Cluster } from './cluster.ts';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = join(root, 'bin', 'plurigrid.js');
 
 let cluster: Cluster;
 /** The CLI user's data dir (their key), apart from the cluster's. */
 const home = mkdtempSync(join(tmpdir(), 'plurigrid-cli-ledger-'));
 
-type Run = { code: number | null; stdout: string; stderr: string };
-
 /** The CLI as its own process, the way a user runs it. */
-function plurigridProcess(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args, '--data-dir', home, '--nats', cluster.nats.url], {
-      cwd: root,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function plurigridProcess(...args: string[]) {
+  return runCli([...args, '--data-dir', home, '--nats', cluster.nats.url]);
 }
 
 /**
  * The CLI's `main` in this process, its output captured: what `bin/plurigrid.js` runs, without a Node start-up
  * (about a second of CPU) per command. One at a time: the capture is process-wide.
  */
-async function plurigrid(...args: string[]): Promise<Run> {
+async function plurigrid(...args: string[]): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const capture = (sink: (s: string) => void) => (chunk: string | Uint8Array) => {

@@ -1,9 +1,8 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import { EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE } from '../../src/cli/errors.ts';
 import { follow } from '../../src/cli/submit.ts';
@@ -11,9 +10,7 @@ import { ApiClient } from '../../src/coordinator/client.ts';
 import type { StudyStatus } from '../../src/models/api.ts';
 import { EpochResult } from '../../src/models/result.ts';
 import { MECHANISMS } from '../../src/models/scenario.ts';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const cli = join(root, 'bin', 'plurigrid.js');
+import { cliPath as cli, root, runCli } from '../fixtures/cli.ts';
 
 /** Async, so a test can keep a cluster's event loop running while the CLI talks to it. */
 function plurigridAsync(...args: string[]) {
@@ -21,22 +18,8 @@ function plurigridAsync(...args: string[]) {
 }
 
 /** {@link plurigridAsync} with extra environment variables. */
-function plurigridEnv(
-  env: Record<string, string>,
-  ...args: string[]
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function plurigridEnv(env: Record<string, string>, ...args: string[]) {
+  return runCli(args, env);
 }
 
 function plurigrid(...args: string[]) {
