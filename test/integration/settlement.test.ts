@@ -1,6 +1,6 @@
 // Settlement across a crash: the coordinator commits verdicts, dies before their postings reach the ledger, and the
 // next coordinator pays them on start — exactly once, however often it restarts.
-import { createUser } from '@nats-io/nkeys';
+import { createUser, type KeyPair } from '@nats-io/nkeys';
 import { afterEach, describe, expect, it } from 'vitest';
 import { keyAccount } from '../../src/ledger/accounts.ts';
 import { Bank } from '../../src/ledger/bank.ts';
@@ -36,23 +36,38 @@ async function bankOn(harness: Harness) {
   return { bank, journal, crash };
 }
 
+/** A harness whose coordinator keeps a ledger (through `bankOn`), and a payer with a faucet grant. */
+async function withBank(harness: Harness) {
+  const first = await bankOn(harness);
+  await harness.stopCoordinator();
+  await harness.startCoordinator({ bank: first.bank });
+  const payer = createUser();
+  await first.bank.faucet(signRequest(payer, 'faucet', {}, harness.clock.now()));
+  return { first, payer };
+}
+
+/** A submit with a budget, signed by the payer over exactly the JSON sent. */
+function signedSubmit(payer: KeyPair, req: object, now: number): SubmitRequest {
+  const body = JSON.parse(JSON.stringify(req));
+  const { action: _a, body: _b, ...auth } = signRequest(payer, 'submit', body, now);
+  return { ...body, auth } as SubmitRequest;
+}
+
 describe('settlement', () => {
   it('pays verdicts committed before a crash on the next start, once, and refunds the rest once', async () => {
     h = await Harness.start({ timer: false });
-    const first = await bankOn(h);
-    await h.stopCoordinator();
-    await h.startCoordinator({ bank: first.bank });
-    const payer = createUser();
-    await first.bank.faucet(signRequest(payer, 'faucet', {}, h.clock.now()));
+    const { first, payer } = await withBank(h);
     const a = await h.worker('a');
     const b = await h.worker('b');
     a.beat();
     b.beat();
-    const body = JSON.parse(
-      JSON.stringify({ ...tinyStudy(1), verification: { quorum: 2, adaptive: false }, budget: '1' }),
+    const { study_id } = await h.coordinator.studies.submit(
+      signedSubmit(
+        payer,
+        { ...tinyStudy(1), verification: { quorum: 2, adaptive: false }, budget: '1' },
+        h.clock.now(),
+      ),
     );
-    const { action: _a, body: _b, ...auth } = signRequest(payer, 'submit', body, h.clock.now());
-    const { study_id } = await h.coordinator.studies.submit({ ...body, auth } as SubmitRequest);
     await h.round();
     const job = jobIdOf(study_id, 0);
     expect(h.job(job)!.executions).toHaveLength(2);
@@ -94,14 +109,8 @@ describe('settlement', () => {
 
   it('escrows a signed submit once: replayed after a restart (a fresh nonce guard), it is refused', async () => {
     h = await Harness.start({ timer: false });
-    const first = await bankOn(h);
-    await h.stopCoordinator();
-    await h.startCoordinator({ bank: first.bank });
-    const payer = createUser();
-    await first.bank.faucet(signRequest(payer, 'faucet', {}, h.clock.now()));
-    const body = JSON.parse(JSON.stringify({ ...tinyStudy(1), budget: '10' }));
-    const { action: _a, body: _b, ...auth } = signRequest(payer, 'submit', body, h.clock.now());
-    const req = { ...body, auth } as SubmitRequest;
+    const { payer } = await withBank(h);
+    const req = signedSubmit(payer, { ...tinyStudy(1), budget: '10' }, h.clock.now());
     await h.coordinator.studies.submit(req);
     await h.stopCoordinator();
     const next = await bankOn(h);
