@@ -101,7 +101,11 @@ export class Cluster {
    * A misbehaving provider as its own process (test/fixtures/adversary.ts). With `stake`, it first takes SIM from the
    * faucet and bonds that much, so it has something to lose. Returns its worker id.
    */
-  async startAdversary(mode: 'alter' | 'collude' | 'silent' | 'wrong-key', name: string, stake?: string) {
+  async startAdversary(
+    mode: 'alter' | 'collude' | 'careless' | 'silent' | 'wrong-key',
+    name: string,
+    stake?: string,
+  ) {
     const args = [join(root, 'test', 'fixtures', 'adversary.ts'), mode, this.nats.url, name];
     if (stake) args.push(stake);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

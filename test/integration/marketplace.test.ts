@@ -1,5 +1,4 @@
 import { createUser } from '@nats-io/nkeys';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getStudyJobs, jobKey } from '../../src/coordinator/jobspecs.ts';
 import { claimsOf } from '../../src/models/api.ts';
@@ -9,13 +8,9 @@ import { Scenario } from '../../src/models/scenario.ts';
 import { Study } from '../../src/models/study.ts';
 import { runEpoch } from '../../src/sim/epoch.ts';
 import { expandStudy } from '../../src/study/expand.ts';
-import { connectNats } from '../../src/transport/connect.ts';
 import { identityFrom } from '../../src/transport/identity.ts';
 import { ensureResources } from '../../src/transport/resources.ts';
 import { subjects } from '../../src/transport/subjects.ts';
-import { WorkerAgent } from '../../src/worker/agent.ts';
-import { runJob } from '../../src/worker/epoch-runner.ts';
-import type { Executor } from '../../src/worker/executors/types.ts';
 import { jobResult } from '../fixtures/results.ts';
 import { Cluster, heavyScenario, smallStudy, until } from './cluster.ts';
 
@@ -42,62 +37,6 @@ async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
 
 /** Ended executions of a job, oldest first. */
 const ended = (job: JobRecord) => job.executions.filter((e) => e.ended !== null && e.ended !== 'ok');
-
-/**
- * A provider that cheats: it runs each job for real, then lowers the first epoch's reported load before handing the
- * output over, leaving the epoch's digest as computed — a result it signs with its own, valid key.
- */
-async function startCheater(c: Cluster): Promise<{ id: string; stop(): Promise<void> }> {
-  const executor: Executor = {
-    kind: 'process',
-    async run(req) {
-      const out = runJob(req.input);
-      const first = out.results[0]!;
-      const metrics = { ...first.result.metrics, load_kwh: first.result.metrics.load_kwh / 2 };
-      out.results[0] = { ...first, result: { ...first.result, metrics } };
-      return {
-        status: 'ok',
-        reason: null,
-        exit_code: 0,
-        output: JSON.stringify(out),
-        usage: { wall_ms: 1, cpu_ms: 1, max_memory_mb: null },
-        stdout_tail: '',
-        stderr_tail: '',
-      };
-    },
-    cachedImages: async () => [],
-    close: async () => {},
-  };
-  const nc = await connectNats({ url: c.nats.url, name: 'cheater' });
-  const agent = new WorkerAgent({
-    nc,
-    resources: await ensureResources(nc),
-    identity: identityFrom(createUser()),
-    executor,
-    log: pino({ level: 'silent' }),
-    config: {
-      name: 'cheater',
-      slots: 4,
-      cpus: 2,
-      memory_mb: 4096,
-      gpus: 0,
-      labels: {},
-      price_per_cpu_s: 0,
-      offpeak: [],
-      heartbeatMs: 200,
-      version: 'test',
-    },
-  });
-  await agent.start();
-  let stopped: Promise<void> | undefined;
-  return {
-    id: agent.workerId,
-    stop: () => {
-      stopped ??= agent.stop(0).then(() => nc.close());
-      return stopped;
-    },
-  };
-}
 
 /** Waits until a worker reports running an attempt (not merely assigned: the request may still be in flight). */
 async function jobRunning(c: Cluster): Promise<void> {
@@ -349,7 +288,11 @@ describe('control', () => {
 
   it('a provider that alters its results is caught by their digests; its jobs finish on an honest worker', async () => {
     cluster = await Cluster.up({});
-    const cheater = await startCheater(cluster);
+    // Cheats carelessly (test/fixtures/adversary.ts): lowers the first epoch's load, leaving its digest as computed.
+    const cheater = {
+      id: await cluster.startAdversary('careless', 'cheater'),
+      stop: () => cluster!.kill(cluster!.workers.get('cheater')!, 'SIGTERM'),
+    };
     try {
       await cluster.waitForWorkers(1);
       const req = { ...smallStudy(2, ['none']), max_attempts: 6 };
