@@ -27,8 +27,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import Table from 'cli-table3';
+import { pino } from 'pino';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
+import { StudyFunds } from '../src/coordinator/funds.ts';
 import { JobIndexes } from '../src/coordinator/indexes.ts';
 import {
   DEFAULT_RETRY,
@@ -46,13 +48,11 @@ import {
   auditProbability,
   DEFAULT_TRUST,
   established,
-  newReputation,
-  type Reputation,
-  recordVerdict,
   suspect,
   type TrustPolicy,
   trusted,
 } from '../src/coordinator/reputation.ts';
+import { ProviderStanding } from '../src/coordinator/standing.ts';
 import { type Job, ResourceLimits } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
 import { Scenario } from '../src/models/scenario.ts';
@@ -212,7 +212,6 @@ function simulate(c: Config): Result {
   const byId = new Map(providers.map((p) => [p.id, p]));
   const totalSlots = providers.reduce((s, p) => s + p.slots, 0);
 
-  const reps = new Map<string, Reputation>();
   const jobs = new Map<string, JobRecord>();
   /** The store's own indexes: the queue in order, and each study's live jobs. */
   const index = new JobIndexes();
@@ -276,23 +275,16 @@ function simulate(c: Config): Result {
   // ─── the store and ProviderStanding.onCommit ───────────────────────────────────────────────────────────────
   const toReverify: string[] = [];
 
-  /** As ProviderStanding.onCommit: each verdict that changed updates its provider's reputation. */
-  function onCommit(id: string, before: JobRecord, after: JobRecord) {
-    const prior = new Map(before.executions.map((e) => [e.attempt, e.verdict]));
-    for (const e of after.executions) {
-      if (e.verdict === null || prior.get(e.attempt) === e.verdict) continue;
-      const rep = reps.get(e.worker_id) ?? newReputation(e.worker_id, now);
-      const solo =
-        e.verdict === 'valid' &&
-        after.result?.agreed === 1 &&
-        after.executions.some((x) => x.attempt === e.attempt && x.solo)
-          ? { job_id: id }
-          : null;
-      const next = recordVerdict(rep, e.verdict, solo, now, c.trust);
-      reps.set(e.worker_id, next.rep);
-      toReverify.push(...next.reverify);
-    }
-  }
+  // The coordinator's own standing: each verdict a commit makes updates its provider's reputation, and a caught
+  // provider's solo results come back here for re-verification.
+  const standing = new ProviderStanding({
+    funds: new StudyFunds(),
+    stakeOf: () => STAKE,
+    reverify: (jobId) => toReverify.push(jobId),
+    clock: { now: () => now },
+    policy: c.trust,
+    log: pino({ level: 'silent' }),
+  });
 
   function commit(id: string, next: JobRecord) {
     const before = jobs.get(id)!;
@@ -301,7 +293,7 @@ function simulate(c: Config): Result {
     index.apply(id, before, next);
     if (next.status === 'queued') queued.add(id);
     else queued.delete(id);
-    onCommit(id, before, next);
+    standing.onCommit({ kind: 'job', id, before, after: next });
   }
 
   /** A transition and what follows from it: as the coordinator's reverify hook, only while the study is open. */
@@ -418,7 +410,7 @@ function simulate(c: Config): Result {
     let anyFreeEstablished = false;
     let fullEstablished: WorkerView | undefined;
     for (const p of providers) {
-      const rep = reps.get(p.id);
+      const rep = standing.reputation(p.id);
       const isTrusted = trusted(rep, STAKE, c.trust);
       if (isTrusted) {
         if (p.cheater) trustedCheaters++;
@@ -479,7 +471,7 @@ function simulate(c: Config): Result {
     // Pending jobs, in queue order and as many as the scheduler looks at, as it builds them.
     const pending = pendingJobs(
       index.queue((id) => jobs.get(id)!),
-      { now, free, established: (w) => established(reps.get(w), c.trust) },
+      { now, free, established: (w) => established(standing.reputation(w), c.trust) },
     );
     for (const pl of place(pending, views, now, new Map(), rand)) {
       const rec = jobs.get(pl.job_id)!;
@@ -489,7 +481,7 @@ function simulate(c: Config): Result {
       });
       if (next === rec) continue;
       if (rec.attempts === 0) {
-        const t = trusted(reps.get(pl.worker_id), STAKE, c.trust);
+        const t = trusted(standing.reputation(pl.worker_id), STAKE, c.trust);
         first.set(pl.job_id, next.executions[0]!.solo ? FIRST.solo : t ? FIRST.audited : FIRST.untrusted);
       }
       transition(pl.job_id, next);
