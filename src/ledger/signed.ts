@@ -7,6 +7,7 @@
 import { randomBytes, sign, verify } from 'node:crypto';
 import { fromSeed, type KeyPair } from '@nats-io/nkeys';
 import { z } from 'zod';
+import { RequestAuth } from '../models/api.ts';
 import { canonicalJson } from '../models/digest.ts';
 import { privateKeyOf, publicKeyOf } from '../transport/identity.ts';
 import { Nkey } from './accounts.ts';
@@ -16,24 +17,13 @@ export const DEFAULT_TTL_MS = 5 * 60_000;
 /** A request valid for longer than this from now is refused: it would have to be remembered that long. */
 export const MAX_TTL_MS = 10 * 60_000;
 
-export const SignedRequest = z.strictObject({
-  /** The public user nkey that signs, and whose SIM the request moves. */
+/** A request that moves SIM: its body and action, and the signature fields a submit carries as `auth`. */
+export const SignedRequest = RequestAuth.extend({
+  /** Checked down to its CRC (the auth's pattern is only the shape). */
   key: Nkey,
   /** What is asked for (`transfer`, `escrow`, …): a signature for one action is no good for another. */
   action: z.string().min(1).max(64),
   body: z.json(),
-  nonce: z
-    .string()
-    .min(16)
-    .max(128)
-    .regex(/^[A-Za-z0-9_-]+$/, 'expected base64url'),
-  /** ms since the epoch; the request is refused from then on. */
-  expires_at: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  /** base64 ed25519 signature by `key`. */
-  signature: z
-    .string()
-    .max(200)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'expected base64'),
 });
 export type SignedRequest = z.infer<typeof SignedRequest>;
 

@@ -36,10 +36,20 @@ export type Verification = z.infer<typeof Verification>;
  * of `{action, body, key, nonce, expires_at}`, where body is the request without this field.
  */
 export const RequestAuth = z.strictObject({
+  /** The public user nkey that signs, and whose SIM the request moves. */
   key: z.string().regex(/^U[A-Z2-7]{55}$/, 'expected a user nkey (U…)'),
-  nonce: z.string().min(16).max(128),
-  expires_at: z.number().int(),
-  signature: z.string().min(1).max(200),
+  nonce: z
+    .string()
+    .min(16)
+    .max(128)
+    .regex(/^[A-Za-z0-9_-]+$/, 'expected base64url'),
+  /** ms since the epoch; the request is refused from then on. */
+  expires_at: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** base64 ed25519 signature by `key`. */
+  signature: z
+    .string()
+    .max(200)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'expected base64'),
 });
 export type RequestAuth = z.infer<typeof RequestAuth>;
 
