@@ -1,17 +1,23 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { KeyPair } from '@nats-io/nkeys';
+import { createUser } from '@nats-io/nkeys';
+import { errors, type NatsConnection } from '@nats-io/transport-node';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { AuthStore, type LoadedCredentials, loadCredentials } from '../transport/auth.ts';
 import {
   connectNats,
   NATS_URL_ENV,
   NatsUnreachableError,
   openTransport,
+  type TlsFiles,
   type Transport,
 } from '../transport/connect.ts';
-import { ensureResources } from '../transport/resources.ts';
+import type { Role } from '../transport/permissions.ts';
+import { CREDS_ENV, clientCredsFile, credentialsFor } from './credentials.ts';
 import { BusUnavailableError } from './errors.ts';
+import { type KeyFlags, signerKey } from './keys.ts';
 
 export const DEFAULT_DATA_DIR = '.plurigrid';
 export const DATA_DIR_ENV = 'PLURIGRID_DATA_DIR';
@@ -21,7 +27,15 @@ const URL_FILE = 'nats.url';
 export interface ConnectionFlags {
   nats?: string;
   dataDir: string;
+  /** A `.creds` file to connect with (see credentials.ts for the defaults). */
+  creds?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
+
+export const tlsFiles = (f: ConnectionFlags): TlsFiles | undefined =>
+  f.tlsCa || f.tlsCert ? { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey } : undefined;
 
 /**
  * `--nats`: one or more comma-separated NATS URLs, checked here so that a typo is a usage error (exit 2) rather than
@@ -58,7 +72,24 @@ export function addConnectionOptions(cmd: Command): Command {
       new Option('--data-dir <dir>', 'data directory (keys, embedded server store, logs)')
         .env(DATA_DIR_ENV)
         .default(DEFAULT_DATA_DIR),
-    );
+    )
+    .addOption(
+      new Option(
+        '--creds <file>',
+        "NATS credentials file (default: the one enrollment wrote, or on the coordinator's machine its operator keys)",
+      ).env(CREDS_ENV),
+    )
+    .addOption(
+      new Option('--tls-ca <file>', "CA certificate (PEM) that signed the NATS server's certificate").env(
+        'PLURIGRID_TLS_CA',
+      ),
+    )
+    .addOption(
+      new Option('--tls-cert <file>', "TLS certificate (PEM): the server's, or a client certificate").env(
+        'PLURIGRID_TLS_CERT',
+      ),
+    )
+    .addOption(new Option('--tls-key <file>', 'private key (PEM) of --tls-cert').env('PLURIGRID_TLS_KEY'));
 }
 
 /** The server a client or worker should use: --nats (or its environment variable), else the local coordinator's. */
@@ -72,23 +103,68 @@ export function clientUrl(flags: ConnectionFlags): string {
   ]);
 }
 
-/** Connects a client or worker (never starts a server of its own). */
-export async function openClient(flags: ConnectionFlags, name: string): Promise<Transport> {
+/** A client's or worker's connection (no JetStream resources: only the coordinator reaches the JetStream API). */
+export interface Connection {
+  nc: NatsConnection;
+  url: string;
+  /** The credentials it connected with (none on a server without authentication). */
+  creds: LoadedCredentials | undefined;
+  close(): Promise<void>;
+}
+
+/** Who a connection is: its role, key pair, and where enrollment keeps its credentials. */
+export interface ConnectAs {
+  role: Role;
+  keyPair: KeyPair;
+  saved: string;
+}
+
+/** Turns "the server refused us" into an error that says what to do. */
+function refused(err: unknown): never {
+  if (err instanceof NatsUnreachableError) throw new BusUnavailableError(err.message, [], { cause: err });
+  if (err instanceof errors.AuthorizationError || err instanceof errors.UserAuthenticationExpiredError) {
+    throw new BusUnavailableError(`the NATS server refused these credentials (${(err as Error).message})`, [
+      'pass --creds <file> from the operator (`plurigrid creds`), or enroll with a token (`plurigrid enroll-token`)',
+    ]);
+  }
+  throw err;
+}
+
+/**
+ * Connects a client or worker (never starts a server of its own). `as` says who it is; by default a client whose
+ * key is the one it signs with (`--key`, `--worker`, `--creds`, else the user's own): a client's key is its ledger
+ * account.
+ */
+export async function openClient(
+  flags: ConnectionFlags & Partial<KeyFlags>,
+  name: string,
+  as?: ConnectAs,
+): Promise<Connection> {
   const url = clientUrl(flags);
+  const who = as ?? {
+    role: 'client' as const,
+    keyPair: flags.creds ? undefined : (await signerKey({ ...flags, dataDir: flags.dataDir })).keyPair,
+    saved: clientCredsFile(flags.dataDir),
+  };
+  const creds =
+    flags.creds && !as
+      ? await loadCredentials(flags.creds)
+      : await credentialsFor(who.role, who.keyPair!, {
+          explicit: flags.creds,
+          saved: who.saved,
+          dataDir: flags.dataDir,
+        });
   let nc: NatsConnection;
   try {
-    nc = await connectNats({ url, name, firstConnectTimeoutMs: 10_000 });
+    nc = await connectNats({ url, name, firstConnectTimeoutMs: 10_000, creds, tls: tlsFiles(flags) });
   } catch (err) {
-    if (err instanceof NatsUnreachableError) throw new BusUnavailableError(err.message, [], { cause: err });
-    throw err;
+    refused(err);
   }
-  const resources = await ensureResources(nc);
   let closing: Promise<void> | undefined;
   return {
     nc,
     url,
-    embedded: false,
-    resources,
+    creds,
     close: () => {
       closing ??= nc.drain().catch(() => {});
       return closing;
@@ -96,20 +172,66 @@ export async function openClient(flags: ConnectionFlags, name: string): Promise<
   };
 }
 
-/** The coordinator's transport: the given server, or an embedded one whose URL it publishes in the data dir. */
-export async function openServerSide(flags: ConnectionFlags, name: string): Promise<Transport> {
+/**
+ * The coordinator's transport: the given server, or an embedded one whose URL it publishes in the data dir. The
+ * embedded server runs with authentication from the operator keys in `<data-dir>/auth` (made on first start), and
+ * with TLS when --tls-cert is given; the coordinator connects with a coordinator JWT it issues itself (or --creds).
+ */
+export async function openServerSide(
+  flags: ConnectionFlags,
+  name: string,
+): Promise<Transport & { auth: AuthStore | undefined }> {
   const dataDir = resolve(flags.dataDir);
-  const transport = await openTransport({ ...(flags.nats ? { url: flags.nats } : {}), dataDir, name });
-  if (!transport.embedded) return transport;
+  const embedded = !flags.nats;
+  const auth =
+    embedded || (await AuthStore.exists(dataDir))
+      ? await AuthStore.open(dataDir, { create: embedded })
+      : undefined;
+  const creds = flags.creds
+    ? await loadCredentials(flags.creds)
+    : auth && (await credentialsFor('coordinator', createUser(), { saved: '', dataDir }));
+  const tls = tlsFiles(flags);
+  let serverConfig: string | undefined;
+  if (embedded && auth) serverConfig = (await auth.serverConfig()) + (tls ? serverTls(tls) : '');
+  let transport: Transport;
+  try {
+    transport = await openTransport({
+      ...(flags.nats ? { url: flags.nats } : {}),
+      dataDir,
+      name,
+      creds,
+      tls,
+      serverConfig,
+    });
+  } catch (err) {
+    refused(err);
+  }
+  if (!transport.embedded) return { ...transport, auth };
   await mkdir(dataDir, { recursive: true });
   const file = join(dataDir, URL_FILE);
   await writeFile(file, `${transport.url}\n`);
   const close = transport.close;
   return {
     ...transport,
+    auth,
     close: async () => {
       await rm(file, { force: true });
       await close();
     },
   };
+}
+
+/** The server's TLS block: its certificate, and with a CA, client certificates required and checked against it. */
+function serverTls(tls: TlsFiles): string {
+  if (!tls.cert || !tls.key) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  const q = (p: string) => JSON.stringify(resolve(p));
+  return [
+    'tls {',
+    `  cert_file: ${q(tls.cert)}`,
+    `  key_file: ${q(tls.key)}`,
+    ...(tls.ca ? [`  ca_file: ${q(tls.ca)}`, '  verify: true'] : []),
+    '  timeout: 5',
+    '}',
+    '',
+  ].join('\n');
 }

@@ -2,7 +2,9 @@ import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import Dockerode from 'dockerode';
+import { systemClock } from '../coordinator/clock.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
+import { Enrollment } from '../coordinator/enrollment.ts';
 import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
 import { DEFAULT_TRUST } from '../coordinator/reputation.ts';
 import { serveApi } from '../coordinator/service.ts';
@@ -66,8 +68,20 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
   });
   const status = logConnectionStatus(transport.nc, log);
   await coordinator.start();
-  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, bank);
-  log.info({ nats: transport.url, embedded: transport.embedded }, 'coordinator listening');
+  // With the operator keys at hand, new machines can enroll with a one-time token.
+  const enrollment =
+    transport.auth &&
+    new Enrollment({
+      auth: transport.auth,
+      used: transport.resources.kv.enrollments,
+      clock: systemClock,
+      log,
+    });
+  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, bank, enrollment);
+  log.info(
+    { nats: transport.url, embedded: transport.embedded, authenticated: transport.auth !== undefined },
+    'coordinator listening',
+  );
   return {
     coordinator,
     url: transport.url,

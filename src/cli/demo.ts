@@ -15,7 +15,7 @@ import { expandStudy } from '../study/expand.ts';
 import { loadOrCreateIdentity } from '../transport/identity.ts';
 import { dockerAvailable } from '../worker/executors/docker.ts';
 import { buildImages } from '../worker/images.ts';
-import { DEFAULT_DATA_DIR } from './connection.ts';
+import { type Connection, DEFAULT_DATA_DIR, openClient } from './connection.ts';
 import { startCoordinator } from './coordinator.ts';
 import { type LoadedKey, loadOrCreateUserKey, loadWorkerKey } from './keys.ts';
 import { balanceSum, simText } from './ledger.ts';
@@ -183,9 +183,12 @@ export async function runDemo(opts: Options): Promise<void> {
     ...(image ? { image } : {}),
   });
   const children: ChildProcess[] = [];
+  let client: Connection | undefined;
   try {
     say(`coordinator up, NATS at ${coordinator.url}; starting ${opts.workers} ${executor} workers`);
-    const api = new ApiClient(coordinator.nc);
+    // The submitter is a client like any other: its own NATS user (its key), with a client's rights only.
+    client = await openClient({ nats: coordinator.url, dataDir }, 'plurigrid-demo-client');
+    const api = new ApiClient(client.nc);
     // Everyone's key first: the submitter's own, and each worker's (made here, loaded by the worker when it starts),
     // so each provider can bond stake before it takes work. SIM comes from the faucet, every request signed by its key.
     const submitter = await loadOrCreateUserKey(dataDir);
@@ -228,7 +231,7 @@ export async function runDemo(opts: Options): Promise<void> {
     );
     const started = performance.now();
     const progress = progressReporter();
-    const final = await follow(coordinator.nc, api, reply.study_id, progress.update);
+    const final = await follow(client.nc, api, reply.study_id, submitter.key, progress.update);
     progress.stop();
     say(`${statusLine(final)} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     if (final.state !== 'done') throw new Error(`the study ended ${final.state}`);
@@ -236,6 +239,7 @@ export async function runDemo(opts: Options): Promise<void> {
     await ledgerSummary(api, reply.study_id, submitter, workers);
   } finally {
     await Promise.all(children.map(stopWorker));
+    await client?.close();
     await coordinator.close();
   }
 }

@@ -3,6 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { InputError } from '../models/errors.ts';
+import { loadCredentials } from '../transport/auth.ts';
 import { addConnectionOptions, type ConnectionFlags } from './connection.ts';
 
 /**
@@ -107,12 +108,18 @@ export function loadWorkerKey(dataDir: string, name: string): Promise<LoadedKey>
 }
 
 /**
- * The key a command signs with: `--key <file>`, or `--worker <name>`'s, else the user's own (made on first use).
+ * The key a command signs with: `--key <file>`, or `--worker <name>`'s, or `--creds <file>`'s, else the user's own
+ * (made on first use).
  * `createKeyFile` lets `--key` name a file to be made (for `plurigrid keys`).
  */
-export function signerKey(flags: KeyFlags, { createKeyFile = false } = {}): Promise<LoadedKey> {
+export async function signerKey(flags: KeyFlags, { createKeyFile = false } = {}): Promise<LoadedKey> {
   if (flags.key) return loadKeyFile(flags.key, { create: createKeyFile });
   if (flags.worker) return loadWorkerKey(flags.dataDir, flags.worker);
+  // A client's key is its ledger account: with a credentials file, the key it connects as is the one it signs with.
+  if (flags.creds) {
+    const c = await loadCredentials(flags.creds);
+    return { keyPair: c.keyPair, key: c.key, file: resolve(flags.creds), created: false };
+  }
   return loadOrCreateUserKey(flags.dataDir);
 }
 

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
+import { registerAuth } from './auth.ts';
 import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerCancel(program);
   registerVerify(program);
   registerKeys(program);
+  registerAuth(program);
   registerLedger(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();

@@ -85,6 +85,8 @@ export async function follow(
   nc: NatsConnection,
   api: ApiClient,
   studyId: string,
+  /** The study's owner (its events come under that key; `public` for a study without one). */
+  owner: string,
   onProgress: (s: StudyStatus) => void,
   { refreshMs = 200, safetyPollMs = 5_000 }: FollowTiming = {},
 ): Promise<StudyStatus> {
@@ -107,8 +109,8 @@ export async function follow(
   // Subscribed before the first status request: the server handles this connection's SUBs before its request, so
   // any transition after that status is seen.
   const subs = [
-    nc.subscribe(subjects.jobEvents(studyId), { callback: onJobs }),
-    nc.subscribe(subjects.studyEvents(studyId), { callback: onStudy }),
+    nc.subscribe(subjects.jobEvents(owner, studyId), { callback: onJobs }),
+    nc.subscribe(subjects.studyEvents(owner, studyId), { callback: onStudy }),
   ];
   try {
     for (;;) {
@@ -205,11 +207,7 @@ export function registerSubmit(program: Command): void {
     ),
   ).action(async (file: string, opts: Options, cmd: Command) => {
     if (opts.budget === undefined) {
-      const needless = [
-        opts.maxPrice !== undefined && '--max-price',
-        opts.key && '--key',
-        opts.worker && '--worker',
-      ].filter(Boolean);
+      const needless = [opts.maxPrice !== undefined && '--max-price'].filter(Boolean);
       if (needless.length > 0) {
         cmd.error(
           `error: ${needless.join(', ')} only with --budget (a study without a budget pays nothing)`,
@@ -221,23 +219,25 @@ export function registerSubmit(program: Command): void {
       }
     }
     const req = await requestFromFile(file, opts);
-    const signer = opts.budget !== undefined ? await signerKey(opts) : undefined;
+    // Always signed: the signing key owns the study (only it reads the study and cancels it).
+    const signer = await signerKey(opts);
     const transport = await openClient(opts, 'plurigrid-submit');
     try {
       const api = new ApiClient(transport.nc);
-      const reply = signer
-        ? await api
-            .submitSigned(req, signer.keyPair)
-            .catch((err: unknown) =>
-              explainRefusal(err, { api, key: signer.key, what: 'the budget', amount: sim(opts.budget!) }),
-            )
-        : await api.submit(req);
+      const reply = await api
+        .submitSigned(req, signer.keyPair)
+        .catch((err: unknown) =>
+          opts.budget === undefined
+            ? Promise.reject(err)
+            : explainRefusal(err, { api, key: signer.key, what: 'the budget', amount: sim(opts.budget) }),
+        );
+      const paid = opts.budget !== undefined ? `; budget ${opts.budget} SIM escrowed from ${signer.key}` : '';
       process.stdout.write(
-        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs${signer ? `; budget ${opts.budget} SIM escrowed from ${signer.key}` : ''}\n`,
+        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs${paid}\n`,
       );
       if (!opts.follow) return;
       const progress = progressReporter();
-      const final = await follow(transport.nc, api, reply.study_id, progress.update);
+      const final = await follow(transport.nc, api, reply.study_id, signer.key, progress.update);
       progress.stop();
       process.stdout.write(`${statusLine(final)}\n`);
       if (final.state !== 'done') {

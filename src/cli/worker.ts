@@ -1,14 +1,16 @@
 import { availableParallelism, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { loadOrCreateIdentity } from '../transport/identity.ts';
+import { identityFrom, loadOrCreateKeyPair } from '../transport/identity.ts';
+import { workerBus } from '../transport/worker-bus.ts';
 import { VERSION } from '../version.ts';
 import { WorkerAgent } from '../worker/agent.ts';
 import { createDockerExecutor, dockerAvailable } from '../worker/executors/docker.ts';
 import { createProcessExecutor } from '../worker/executors/process.ts';
 import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
-import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
+import { addConnectionOptions, type ConnectionFlags, clientUrl, openClient, tlsFiles } from './connection.ts';
+import { enroll, workerCredsFile } from './credentials.ts';
 import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
 import { onShutdown } from './shutdown.ts';
@@ -33,6 +35,8 @@ interface Options extends ConnectionFlags {
   labels: Record<string, string>;
   heartbeatMs: number;
   drainS: number;
+  /** A one-time enrollment token: traded for this worker's credentials before it starts. */
+  enroll?: string;
   logLevel?: string;
 }
 
@@ -108,7 +112,14 @@ export interface RunningWorker {
 
 export async function startWorker(opts: Options): Promise<RunningWorker> {
   const log = createLogger(`worker:${opts.name}`, opts.logLevel);
-  const identity = await loadOrCreateIdentity(join(resolve(opts.dataDir), 'workers', opts.name));
+  const dir = join(resolve(opts.dataDir), 'workers', opts.name);
+  const keyPair = await loadOrCreateKeyPair(dir);
+  const identity = identityFrom(keyPair);
+  const saved = workerCredsFile(dir);
+  if (opts.enroll) {
+    const reply = await enroll(opts.enroll, clientUrl(opts), keyPair, saved, tlsFiles(opts));
+    log.info({ worker_id: reply.key, creds: saved }, 'enrolled: credentials saved');
+  }
   const executor = await chooseExecutor(
     opts.executor,
     opts.slots,
@@ -116,10 +127,21 @@ export async function startWorker(opts: Options): Promise<RunningWorker> {
     opts.warm,
     (line) => log.warn(line),
   );
-  const transport = await openClient(opts, `plurigrid-worker-${opts.name}`);
+  // A worker's NATS user is its worker key: a result signed by one key cannot arrive on another's connection.
+  const transport = await openClient(opts, `plurigrid-worker-${opts.name}`, {
+    role: 'worker',
+    keyPair,
+    saved,
+  });
+  if (transport.creds && transport.creds.key !== identity.workerId) {
+    await transport.close();
+    throw new Error(
+      `--creds are for ${transport.creds.key}, but this worker's key is ${identity.workerId}: a worker connects as itself`,
+    );
+  }
   const agent = new WorkerAgent({
     nc: transport.nc,
-    resources: transport.resources,
+    bus: workerBus(transport.nc, identity.workerId),
     identity,
     executor,
     log,
@@ -172,6 +194,10 @@ export function registerWorker(program: Command): void {
       .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption, 0.001)
       .option('--labels <k=v,...>', 'labels advertised to the scheduler', labelsOption, {})
       .option('--heartbeat-ms <n>', 'heartbeat interval', intOption('--heartbeat-ms', 100, 60_000), 1000)
+      .option(
+        '--enroll <token>',
+        "a one-time token from `plurigrid enroll-token`: get this worker's credentials, then start",
+      )
       .option(
         '--drain-s <n>',
         'on SIGTERM, how long running jobs may finish before being handed back',

@@ -2,6 +2,7 @@ import Table from 'cli-table3';
 import type { Command } from 'commander';
 import { ApiClient } from '../coordinator/client.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
+import { addKeyOptions, type KeyFlags, signerKey } from './keys.ts';
 
 export function registerWorkers(program: Command): void {
   addConnectionOptions(
@@ -33,15 +34,20 @@ export function registerWorkers(program: Command): void {
 }
 
 export function registerCancel(program: Command): void {
-  addConnectionOptions(
-    program
-      .command('cancel')
-      .description('cancel a study: queued jobs are dropped, running containers stopped')
-      .argument('<study>', 'study id'),
-  ).action(async (studyId: string, opts: ConnectionFlags) => {
+  addKeyOptions(
+    addConnectionOptions(
+      program
+        .command('cancel')
+        .description(
+          'cancel a study: queued jobs are dropped, running containers stopped (signed: your study only)',
+        )
+        .argument('<study>', 'study id'),
+    ),
+  ).action(async (studyId: string, opts: KeyFlags) => {
+    const signer = await signerKey(opts);
     const transport = await openClient(opts, 'plurigrid-cancel');
     try {
-      const s = await new ApiClient(transport.nc).cancel(studyId);
+      const s = await new ApiClient(transport.nc).cancel(studyId, signer.keyPair);
       process.stdout.write(`${s.study_id}: ${s.state}\n`);
     } finally {
       await transport.close();

@@ -11,7 +11,8 @@ export class StoreWriteError extends Error {
 
 const MAX_CONFLICTS = 10;
 
-function isConflict(err: unknown): boolean {
+/** A write refused because the stored revision is not the one expected (a KV `create` of a key that exists). */
+export function isConflict(err: unknown): boolean {
   return (
     err instanceof JetStreamApiError &&
     (err.code === JetStreamApiCodes.StreamWrongLastSequence ||

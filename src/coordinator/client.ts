@@ -18,6 +18,7 @@ import {
 import { InputError } from '../models/errors.ts';
 import type { Study } from '../models/study.ts';
 import { type ApiOp, subjects } from '../transport/subjects.ts';
+import { EnrollReply, type EnrollRequest } from './enrollment.ts';
 import { ApiError, ConflictError, CoordinatorUnavailableError, NotFoundError } from './errors.ts';
 
 /** Typed requests to the coordinator's micro service. */
@@ -70,8 +71,16 @@ export class ApiClient {
   list(limit = 100) {
     return this.call('list', { limit }, ListReply);
   }
-  cancel(studyId: string) {
-    return this.call('cancel', { study_id: studyId }, StudyStatus);
+  /** Cancels a study; one with an owner takes `signer`, the owner's key. */
+  cancel(studyId: string, signer?: KeyPair, now = Date.now()) {
+    const body = { study_id: studyId };
+    if (!signer) return this.call('cancel', body, StudyStatus);
+    const { action: _a, body: _b, ...auth } = signRequest(signer, 'cancel', body, now);
+    return this.call('cancel', { ...body, auth }, StudyStatus);
+  }
+  /** Trades a one-time enrollment token for a user JWT of `key`. */
+  enroll(req: EnrollRequest) {
+    return this.call('enroll', req, EnrollReply);
   }
   workers(limit = 100) {
     return this.call('workers', { limit }, WorkersReply);

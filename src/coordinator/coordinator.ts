@@ -94,7 +94,7 @@ export class Coordinator {
     this.intake = o.intake ?? threadIntake();
     this.store = new StateStore(resources, clock, o.log);
     this.registry = new WorkerRegistry({ clock, missedHeartbeats, log: o.log });
-    this.events = new EventPublisher(nc, clock);
+    this.events = new EventPublisher(nc, clock, (id) => this.store.study(id)?.owner);
     const outputs = new Outputs(resources, o.outputCacheBytes);
     this.funds = new StudyFunds();
     this.standing = new ProviderStanding({

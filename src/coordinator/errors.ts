@@ -2,6 +2,7 @@ import { LedgerError, type LedgerErrorCode } from '../ledger/accounts.ts';
 import { AuthError } from '../ledger/signed.ts';
 import type { ErrorCode } from '../models/api.ts';
 import { InputError } from '../models/errors.ts';
+import { CredentialError } from '../transport/auth.ts';
 
 /** Ledger refusals a client can act on; anything else from the ledger is the coordinator's problem. */
 const LEDGER_CODES: Partial<Record<LedgerErrorCode, ErrorCode>> = {
@@ -19,10 +20,11 @@ const LEDGER_CODES: Partial<Record<LedgerErrorCode, ErrorCode>> = {
  * so `$SRV.STATS` counts them and a client in any language can tell them apart.
  */
 
-/** HTTP-like numbers for the service error header (400 bad request, 401, 402, 404, 409, 503, 500). */
+/** HTTP-like numbers for the service error header (400 bad request, 401, 402, 403, 404, 409, 503, 500). */
 export const SERVICE_ERROR_NUMBERS: Record<ErrorCode, number> = {
   invalid: 400,
   unauthorized: 401,
+  forbidden: 403,
   insufficient_funds: 402,
   not_found: 404,
   conflict: 409,
@@ -49,6 +51,14 @@ export class NotFoundError extends ApiError {
   }
 }
 
+/** Someone else's study (its owner alone reads and cancels it). */
+export class ForbiddenError extends ApiError {
+  constructor(message: string) {
+    super('forbidden', message);
+    this.name = 'ForbiddenError';
+  }
+}
+
 /** The request cannot be done in the current state (an idempotency key still held by an unfinished submit). */
 export class ConflictError extends ApiError {
   constructor(message: string) {
@@ -68,7 +78,7 @@ export class CoordinatorUnavailableError extends ApiError {
 /** The error code of anything thrown while serving a request. */
 export function errorCode(err: unknown): ErrorCode {
   if (err instanceof InputError) return 'invalid';
-  if (err instanceof AuthError) return 'unauthorized';
+  if (err instanceof AuthError || err instanceof CredentialError) return 'unauthorized';
   if (err instanceof LedgerError) return LEDGER_CODES[err.code] ?? 'internal';
   if (err instanceof ApiError) return err.code;
   return 'internal';

@@ -142,6 +142,7 @@ export function buildSubmission(
       quorum,
       budget,
       payer: budget > 0 ? (req.auth?.key ?? null) : null,
+      owner: null,
       max_price: maxPrice,
     },
     jobs,

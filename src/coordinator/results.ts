@@ -148,7 +148,7 @@ export class ResultsConsumer {
     let outputProblem: string | null = null;
     if (result.status === 'ok') {
       try {
-        ({ output, bytes } = await this.d.outputs.load(result, bytes));
+        ({ output, bytes } = await this.d.outputs.load(result, workerId, bytes));
       } catch (e) {
         // A read that failed is retried (the message is not acknowledged); only a missing output is the provider's.
         if (!(e instanceof MissingOutputError)) throw e;

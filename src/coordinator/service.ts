@@ -29,7 +29,9 @@ import {
 } from '../models/api.ts';
 import { InputError, parseInput } from '../models/errors.ts';
 import { parseJsonInput } from '../models/json.ts';
+import { inboxOwner } from '../transport/permissions.ts';
 import { API_GROUP, API_SERVICE_NAME, type ApiOp } from '../transport/subjects.ts';
+import { type Enrollment, EnrollReply, EnrollRequest } from './enrollment.ts';
 import { ApiError, errorCode, SERVICE_ERROR_NUMBERS } from './errors.ts';
 import type { StudyApi } from './studies.ts';
 
@@ -58,7 +60,14 @@ function schemaMetadata(request: z.ZodType, reply: z.ZodType): Record<string, st
  * counted by `$SRV.STATS`, with an HTTP-like code) whose payload is an ErrorReply naming each bad path, so a bad
  * request never costs the coordinator more than a reply.
  */
-export async function serveApi(nc: NatsConnection, api: StudyApi, version: string, log: Logger, bank?: Bank) {
+export async function serveApi(
+  nc: NatsConnection,
+  api: StudyApi,
+  version: string,
+  log: Logger,
+  bank?: Bank,
+  enroll?: Enrollment,
+) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
     version,
@@ -69,7 +78,7 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
     op: ApiOp,
     schema: S,
     reply: z.ZodType,
-    handle: (req: z.output<S>, raw: unknown) => unknown,
+    handle: (req: z.output<S>, raw: unknown, requester: string | null) => unknown,
   ) => {
     group.addEndpoint(op, {
       metadata: schemaMetadata(schema, reply),
@@ -82,15 +91,19 @@ export async function serveApi(nc: NatsConnection, api: StudyApi, version: strin
       },
     });
   };
-  endpoint('submit', SubmitRequest, SubmitReply, (r, raw) => api.submit(r, raw));
-  endpoint('status', StatusRequest, StudyStatus, (r) => api.status(r.study_id));
-  endpoint('list', ListRequest, ListReply, (r) => ({ studies: api.list(r.limit) }));
-  endpoint('cancel', CancelRequest, StudyStatus, (r) => api.cancel(r.study_id));
-  endpoint('results', ResultsRequest, ResultsReply, (r) => api.results(r.study_id, r.offset, r.limit));
-  endpoint('workers', WorkersRequest, WorkersReply, (r) => ({ workers: api.workers(r.limit) }));
-  endpoint('provenance', ProvenanceRequest, ProvenanceReply, (r) =>
-    api.provenance(r.study_id, r.offset, r.limit, r.signatures),
+  // `who` is the user the reply goes to (its inbox carries its key): private reads answer only their owner.
+  endpoint('submit', SubmitRequest, SubmitReply, (r, raw, who) => api.submit(r, raw, who));
+  endpoint('status', StatusRequest, StudyStatus, (r, _raw, who) => api.status(r.study_id, who));
+  endpoint('list', ListRequest, ListReply, (r, _raw, who) => ({ studies: api.list(r.limit, who) }));
+  endpoint('cancel', CancelRequest, StudyStatus, (r) => api.cancel(r.study_id, r.auth));
+  endpoint('results', ResultsRequest, ResultsReply, (r, _raw, who) =>
+    api.results(r.study_id, r.offset, r.limit, who),
   );
+  endpoint('workers', WorkersRequest, WorkersReply, (r) => ({ workers: api.workers(r.limit) }));
+  endpoint('provenance', ProvenanceRequest, ProvenanceReply, (r, _raw, who) =>
+    api.provenance(r.study_id, r.offset, r.limit, r.signatures, who),
+  );
+  if (enroll) endpoint('enroll', EnrollRequest, EnrollReply, (r) => enroll.redeem(r));
   if (bank) {
     // Signed requests are checked by the bank itself (their body schema depends on the action).
     endpoint('balance', BalanceRequest, BalanceReply, (r) => bank.balanceOf(r.key));
@@ -110,14 +123,14 @@ async function respond<S extends z.ZodType>(
   msg: ServiceMsg,
   op: ApiOp,
   schema: S,
-  handle: (req: z.output<S>, raw: unknown) => unknown,
+  handle: (req: z.output<S>, raw: unknown, requester: string | null) => unknown,
   log: Logger,
 ): Promise<Error | undefined> {
   try {
     // Depth-checked: a body nested thousands deep is bad input, not a stack overflow somewhere inside.
     const body = msg.data.length > 0 ? parseJsonInput(decoder.decode(msg.data), `invalid ${op} request`) : {};
     const req = parseInput(schema, body, `invalid ${op} request`);
-    msg.respond(JSON.stringify(await handle(req, body)));
+    msg.respond(JSON.stringify(await handle(req, body, inboxOwner(msg.reply))));
     return undefined;
   } catch (e) {
     const reply = errorReply(e);

@@ -7,6 +7,7 @@ import {
   claimsOf,
   type JobProvenance,
   type ProvenanceReply,
+  type RequestAuth,
   type ResultBatch,
   type ResultRow,
   type ResultsReply,
@@ -20,11 +21,12 @@ import type { Execution, JobRecord } from '../models/job-record.ts';
 
 type Signed = JobProvenance['executions'][number]['signed'];
 
+import { AuthError, NonceGuard, verifyRequest } from '../ledger/signed.ts';
 import type { StudyRecord } from '../models/study-record.ts';
 import { epochRow } from '../study/aggregate.ts';
 import type { Resources } from '../transport/resources.ts';
 import type { Clock } from './clock.ts';
-import { ConflictError, NotFoundError } from './errors.ts';
+import { ConflictError, ForbiddenError, NotFoundError } from './errors.ts';
 import type { StudyFunds } from './funds.ts';
 import { IdempotencyKeys } from './idempotency.ts';
 import type { Intake } from './intake-pool.ts';
@@ -38,12 +40,21 @@ import type { WorkerRegistry } from './workers.ts';
 /** What the API service serves (service.ts); the coordinator's StudyService implements it. */
 export interface StudyApi {
   /** `raw` is the request as it arrived (what a payer's signature covers), when it differs from `req` parsed. */
-  submit(req: SubmitRequest, raw?: unknown): Promise<SubmitReply>;
-  status(studyId: string): StudyStatus;
-  list(limit: number): StudyStatus[];
-  cancel(studyId: string): Promise<StudyStatus>;
-  results(studyId: string, offset: number, limit: number): Promise<ResultsReply>;
-  provenance(studyId: string, offset: number, limit: number, signatures?: boolean): Promise<ProvenanceReply>;
+  /** `requester`: who reads the reply (permissions.ts `inboxOwner`), null when unknown. */
+  submit(req: SubmitRequest, raw?: unknown, requester?: string | null): Promise<SubmitReply>;
+  status(studyId: string, reader?: string | null): StudyStatus;
+  /** The studies `reader` may see (its own and those nobody owns), newest first. */
+  list(limit: number, reader?: string | null): StudyStatus[];
+  /** `auth`: signed by the study's owner, for action `cancel` and body `{study_id}`. */
+  cancel(studyId: string, auth?: RequestAuth): Promise<StudyStatus>;
+  results(studyId: string, offset: number, limit: number, reader?: string | null): Promise<ResultsReply>;
+  provenance(
+    studyId: string,
+    offset: number,
+    limit: number,
+    signatures?: boolean,
+    reader?: string | null,
+  ): Promise<ProvenanceReply>;
   workers(limit: number): z.infer<typeof WorkersReply>['workers'];
 }
 
@@ -84,17 +95,29 @@ export class StudyService implements StudyApi {
   private readonly holds = new Map<string, Promise<unknown>>();
   private archiving: Promise<void> | undefined;
   private readonly d: StudyServiceDeps;
+  /** Nonces of signed submits without a budget and of signed cancels (the bank guards those that move SIM). */
+  private readonly nonces = new NonceGuard();
 
   constructor(deps: StudyServiceDeps) {
     this.d = deps;
     this.keys = new IdempotencyKeys(deps.resources.kv.idempotency, deps.clock, (id) => this.replyFor(id));
   }
 
-  async submit(req: SubmitRequest, raw: unknown = req): Promise<SubmitReply> {
+  async submit(
+    req: SubmitRequest,
+    raw: unknown = req,
+    requester: string | null = null,
+  ): Promise<SubmitReply> {
     const { store, clock, log } = this.d;
     const budget = req.budget === undefined ? 0 : sim(req.budget);
     if (budget > 0 && !this.d.bank)
       throw new InputError('invalid submit request', ['budget: this coordinator keeps no ledger']);
+    // A signature makes its key the owner: it must check out even when no SIM moves (the escrow checks its own).
+    if (req.auth && budget === 0) {
+      const { auth: _auth, ...body } = raw as Record<string, unknown>;
+      verifyRequest({ ...req.auth, action: 'submit', body }, 'submit', clock.now(), this.nonces);
+    }
+    const owner = req.auth?.key ?? requester;
     const key = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
     if (key) {
       const seen = await this.keys.reply(key);
@@ -109,7 +132,8 @@ export class StudyService implements StudyApi {
     }
     const now = clock.now();
     const studyId = `s${now.toString(36)}${randomBytes(4).toString('hex')}`;
-    const sub = await this.d.intake.build(req, { studyId, image, now, retry: this.d.retry, budget });
+    const built = await this.d.intake.build(req, { studyId, image, now, retry: this.d.retry, budget });
+    const sub = { ...built, study: { ...built.study, owner } };
     const live = store.liveEpochs();
     if (live + sub.study.epochs > this.d.maxLiveEpochs) {
       throw new ConflictError(
@@ -162,8 +186,8 @@ export class StudyService implements StudyApi {
     return s && { study_id: s.study_id, name: s.name, epochs: s.epochs, jobs: s.jobs, duplicate: true };
   }
 
-  status(studyId: string): StudyStatus {
-    const study = this.require(studyId);
+  status(studyId: string, reader: string | null = null): StudyStatus {
+    const study = this.readable(studyId, reader);
     return summarise(study, this.d.store.jobsOf(study), this.extras(studyId));
   }
 
@@ -171,8 +195,9 @@ export class StudyService implements StudyApi {
     return { funds: this.d.funds?.of(studyId) ?? null, waiting: this.d.funds?.waiting(studyId) ?? null };
   }
 
-  list(limit: number): StudyStatus[] {
+  list(limit: number, reader: string | null = null): StudyStatus[] {
     return [...this.d.store.allStudies()]
+      .filter((s) => mayRead(s, reader))
       .sort((a, b) => b.submitted_at - a.submitted_at)
       .slice(0, limit)
       .map((s) => summarise(s, this.d.store.jobsOf(s), this.extras(s.study_id)));
@@ -183,9 +208,20 @@ export class StudyService implements StudyApi {
    * does not flood the bus), then closes it. The mark comes first, so a study whose last job ends during the cancel
    * closes as cancelled. A study that has already ended is left as it is.
    */
-  async cancel(studyId: string): Promise<StudyStatus> {
+  async cancel(studyId: string, auth?: RequestAuth): Promise<StudyStatus> {
     const { store, clock } = this.d;
     const study = this.require(studyId);
+    if (study.owner !== null) {
+      if (!auth)
+        throw new AuthError('malformed', `cancelling ${studyId} takes a request signed by its owner`);
+      const ok = verifyRequest(
+        { ...auth, action: 'cancel', body: { study_id: studyId } },
+        'cancel',
+        clock.now(),
+        this.nonces,
+      );
+      if (ok.key !== study.owner) throw new ForbiddenError(`${studyId} belongs to someone else`);
+    }
     if (study.state !== 'running') return this.status(studyId);
     await store.updateStudy(studyId, (r) => (r.state === 'running' ? { ...r, state: 'cancelled' } : r));
     const live = store.jobsOf(study).filter((j) => !isTerminal(j));
@@ -206,8 +242,9 @@ export class StudyService implements StudyApi {
     offset: number,
     limit: number,
     signatures = false,
+    reader: string | null = null,
   ): Promise<ProvenanceReply> {
-    const study = this.require(studyId);
+    const study = this.readable(studyId, reader);
     const jobs = study.archived ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
     // A batch holds several results: each is read once per page.
     const batches = new Map<number, Promise<ResultBatch>>();
@@ -252,8 +289,13 @@ export class StudyService implements StudyApi {
     };
   }
 
-  async results(studyId: string, offset: number, limit: number): Promise<ResultsReply> {
-    const study = this.require(studyId);
+  async results(
+    studyId: string,
+    offset: number,
+    limit: number,
+    reader: string | null = null,
+  ): Promise<ResultsReply> {
+    const study = this.readable(studyId, reader);
     const jobs = study.archived ? await this.archivedJobs(study) : this.d.store.jobsOf(study);
     const rows: ResultRow[] = [];
     let index = 0;
@@ -293,6 +335,13 @@ export class StudyService implements StudyApi {
   private require(studyId: string): StudyRecord {
     const study = this.d.store.study(studyId);
     if (!study) throw new NotFoundError(`no study ${studyId}`);
+    return study;
+  }
+
+  /** The study, when `reader` may read it. */
+  private readable(studyId: string, reader: string | null): StudyRecord {
+    const study = this.require(studyId);
+    if (!mayRead(study, reader)) throw new ForbiddenError(`${studyId} belongs to someone else`);
     return study;
   }
 
@@ -382,4 +431,13 @@ export class StudyService implements StudyApi {
   async idle(): Promise<void> {
     await Promise.allSettled([...this.closing.values(), this.archiving]);
   }
+}
+
+/**
+ * Whether a reply about `study` may go to `reader`. A reader with no key in its inbox is nobody a server with
+ * authentication lets listen (only the coordinator may subscribe to such an inbox), and anyone on a server without:
+ * either way the answer is no secret worth keeping from it.
+ */
+function mayRead(study: StudyRecord, reader: string | null): boolean {
+  return study.owner === null || reader === null || reader === study.owner;
 }

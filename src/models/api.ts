@@ -117,6 +117,8 @@ export const ErrorCode = z.enum([
   'invalid',
   /** A request that moves SIM whose signature, expiry or nonce does not check out. */
   'unauthorized',
+  /** Someone else's study: only its owner may read or cancel it. */
+  'forbidden',
   /** The account does not hold what the request moves. */
   'insufficient_funds',
   'not_found',
@@ -170,7 +172,11 @@ export const StatusRequest = z.strictObject({ study_id: StudyId });
 export const ListRequest = z.strictObject({ limit: z.number().int().min(1).max(1000).default(100) });
 export const WorkersRequest = ListRequest;
 export const ListReply = z.strictObject({ studies: z.array(StudyStatus) });
-export const CancelRequest = z.strictObject({ study_id: StudyId });
+export const CancelRequest = z.strictObject({
+  study_id: StudyId,
+  /** Signed by the study's owner (action `cancel`, body `{study_id}`); needed for a study that has one. */
+  auth: RequestAuth.optional(),
+});
 
 export const ResultsRequest = z.strictObject({
   study_id: StudyId,
@@ -254,9 +260,15 @@ export const JobResult = z.strictObject({
   status: ExecStatus,
   reason: z.string().nullable(),
   exit_code: z.number().int().nullable(),
-  /** Epoch results inline, or null when they went to the object store (output_object). */
+  /** Epoch results inline, or null when they went to the OUTPUTS stream (output_object). */
   results: z.array(z.strictObject({ epoch_id: z.string(), result: EpochResult })).nullable(),
-  output_object: z.string().nullable(),
+  /** A large output, in `parts` messages on the worker's `plurigrid.outputs.<worker>.<job>.<attempt>.<part>`. */
+  output_object: z
+    .strictObject({
+      parts: z.number().int().min(1).max(4096),
+      bytes: z.number().int().min(0),
+    })
+    .nullable(),
   usage: ExecUsage,
   started_at: z.number(),
   finished_at: z.number(),

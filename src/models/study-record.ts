@@ -31,6 +31,12 @@ export const StudyRecord = z.strictObject({
   /** Its escrow in µSIM (0: a free study, whose providers volunteer), and the key that paid it and gets the rest back. */
   budget: z.number().int().min(0).default(0),
   payer: z.string().nullable().default(null),
+  /**
+   * Who it belongs to: the key that signed its submit, else the user its submit's reply went to (permissions.ts
+   * `inboxOwner`). Only the owner reads it and its events, and only a request signed by the owner cancels it. Null:
+   * submitted without an identity (a server without authentication): anyone may.
+   */
+  owner: z.string().nullable().default(null),
   /** The most it pays per CPU-second of estimated work (SIM; null: nothing is paid). */
   max_price: z.number().min(0).nullable().default(null),
 });

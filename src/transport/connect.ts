@@ -4,10 +4,12 @@
  */
 import { connect as tcpConnect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { InputError, parseInput } from '../models/errors.ts';
+import type { LoadedCredentials } from './auth.ts';
 import { type EmbeddedNats, startEmbeddedNats } from './nats-server.ts';
+import { inboxPrefix } from './permissions.ts';
 import { ensureResources, type Resources } from './resources.ts';
 import { type StatusWatch, watchStatus } from './status.ts';
 
@@ -25,6 +27,19 @@ export interface ConnectOptions {
    * forever). Once connected, the client reconnects forever.
    */
   firstConnectTimeoutMs?: number;
+  /** The user's credentials (a `.creds` file's content); none on a server without authentication. */
+  creds?: Pick<LoadedCredentials, 'key' | 'text'>;
+  /** A bearer JWT of user `key` instead (an enrollment token's, which needs no seed). */
+  bearer?: { jwt: string; key: string };
+  /** TLS: the CA that signed the server's certificate, and a client certificate where the server asks for one. */
+  tls?: TlsFiles;
+}
+
+/** PEM files for TLS (`--tls-ca`, `--tls-cert`, `--tls-key`). */
+export interface TlsFiles {
+  ca?: string;
+  cert?: string;
+  key?: string;
 }
 
 function servers(url: string): string[] {
@@ -91,9 +106,14 @@ async function awaitReachable(url: string, timeoutMs: number): Promise<void> {
 /** A connection that waits for its first server and then reconnects forever (every 250 ms while the server is down). */
 export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
   await awaitReachable(options.url, options.firstConnectTimeoutMs ?? DEFAULT_FIRST_CONNECT_TIMEOUT_MS);
+  const { creds, bearer, tls } = options;
   return await connect({
     servers: servers(options.url),
     name: options.name,
+    // With credentials, replies come to the user's own inbox prefix: the only one its permissions let it read.
+    ...(creds ? { authenticator: credsAuthenticator(creds.text), inboxPrefix: inboxPrefix(creds.key) } : {}),
+    ...(bearer ? { authenticator: jwtAuthenticator(bearer.jwt), inboxPrefix: inboxPrefix(bearer.key) } : {}),
+    ...(tls && (tls.ca || tls.cert) ? { tls: { caFile: tls.ca, certFile: tls.cert, keyFile: tls.key } } : {}),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     reconnectJitter: 100,
@@ -177,6 +197,10 @@ export interface TransportOptions {
   /** Connection name. */
   name: string;
   firstConnectTimeoutMs?: number;
+  creds?: ConnectOptions['creds'];
+  tls?: TlsFiles;
+  /** The embedded server's configuration beyond the command line (authentication, TLS); see nats-server.ts. */
+  serverConfig?: string;
   log?: (line: string) => void;
 }
 
@@ -196,9 +220,20 @@ export async function openTransport(options: TransportOptions): Promise<Transpor
   let server: EmbeddedNats | undefined;
   let nc: NatsConnection | undefined;
   try {
-    if (!given) server = await startEmbeddedNats({ dataDir: options.dataDir, log: options.log });
+    if (!given)
+      server = await startEmbeddedNats({
+        dataDir: options.dataDir,
+        log: options.log,
+        config: options.serverConfig,
+      });
     const url = given ?? server!.url;
-    nc = await connectNats({ url, name: options.name, firstConnectTimeoutMs: options.firstConnectTimeoutMs });
+    nc = await connectNats({
+      url,
+      name: options.name,
+      firstConnectTimeoutMs: options.firstConnectTimeoutMs,
+      creds: options.creds,
+      tls: options.tls,
+    });
     const resources = await ensureResources(nc);
     const conn = nc;
     let closing: Promise<void> | undefined;

@@ -42,6 +42,11 @@ export function publicKeyOf(workerId: string): KeyObject {
 
 /** Loads the worker's key from `<dataDir>/worker.nk`, creating it (mode 0600) on first start. */
 export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
+  return identityFrom(await loadOrCreateKeyPair(dataDir));
+}
+
+/** The worker's key pair in `<dataDir>/worker.nk`, made (mode 0600) on first start. */
+export async function loadOrCreateKeyPair(dataDir: string): Promise<KeyPair> {
   const path = join(dataDir, KEY_FILE);
   let kp: KeyPair;
   try {
@@ -55,7 +60,7 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
     await writeFile(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600, flag: 'wx' });
     await chmod(path, 0o600);
   }
-  return identityFrom(kp);
+  return kp;
 }
 
 export function identityFrom(kp: KeyPair): Identity {

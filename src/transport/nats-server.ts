@@ -143,6 +143,11 @@ export interface EmbeddedNatsOptions {
   binary?: string;
   /** How long to wait for "Server is ready" (default 10 s). */
   readyTimeoutMs?: number;
+  /**
+   * Server configuration (nats-server syntax) beyond what the command line sets: the authentication block
+   * (auth.ts `serverConfig`), TLS. Written to `<dataDir>/nats-server.conf` (mode 0600) and passed with `-c`.
+   */
+  config?: string;
   log?: (line: string) => void;
 }
 
@@ -377,8 +382,23 @@ export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<E
   // First, so that a port held by our own orphan counts as free.
   await reclaimStore(recordFile, storeDir, log);
 
+  let configFile: string | undefined;
+  if (options.config !== undefined) {
+    configFile = join(dataDir, 'nats-server.conf');
+    const tmp = `${configFile}.${process.pid}.tmp`;
+    await writeFile(tmp, options.config, { mode: 0o600 });
+    await rename(tmp, configFile);
+  }
   const launchWith = (port: number | undefined) =>
-    launch({ binary, dataDir, storeDir, recordFile, port, readyTimeoutMs: options.readyTimeoutMs });
+    launch({
+      binary,
+      dataDir,
+      storeDir,
+      recordFile,
+      port,
+      configFile,
+      readyTimeoutMs: options.readyTimeoutMs,
+    });
   if (options.port !== undefined) {
     const server = await launchWith(options.port);
     await rememberPort(portFile, server.port);
@@ -417,6 +437,7 @@ interface LaunchOptions {
   recordFile: string;
   /** undefined: a free port, chosen by the server. */
   port: number | undefined;
+  configFile: string | undefined;
   readyTimeoutMs: number | undefined;
 }
 
@@ -425,7 +446,11 @@ async function launch(options: LaunchOptions): Promise<EmbeddedNats> {
   const { binary, dataDir, storeDir, recordFile } = options;
   const logFile = join(dataDir, 'nats-server.log');
   const offset = await fileSize(logFile);
-  const args = ['-js', '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-sd', storeDir, '-l', logFile];
+  // Flags on the command line override the configuration file's.
+  const args = [
+    ...(options.configFile ? ['-c', options.configFile] : []),
+    ...['-js', '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-sd', storeDir, '-l', logFile],
+  ];
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {

@@ -6,13 +6,14 @@
  * | `RESULTS`        | stream       | `plurigrid.results.>`: signed result batches, deduplicated by Msg-Id      |
  * | `EVENTS`         | stream       | `plurigrid.events.>`: study/job lifecycle events, kept 24 h               |
  * | `LEDGER`         | stream       | `plurigrid.ledger.postings`: the SIM journal, kept forever, no deletes    |
+ * | `OUTPUTS`        | stream       | `plurigrid.outputs.<worker>.>`: outputs over {@link LARGE_OUTPUT_BYTES}, in parts |
  * | `jobs`           | KV           | job state, from a job's first transition on (the coordinator's truth)     |
  * | `studies`        | KV           | study records                                                             |
  * | `idempotency`    | KV           | request id → response, for retried API calls                              |
  * | `workers`        | KV (ttl 30s) | last advert per worker; an entry disappears when heartbeats stop          |
  * | `reputation`     | KV           | per provider: its run of valid results, for adaptive replication          |
  * | `jobspecs`       | object store | per study, its jobs as queued at submit (written once, before the study)  |
- * | `outputs`        | object store | job outputs larger than {@link LARGE_OUTPUT_BYTES}                        |
+ * | `enrollments`    | KV           | enrollment tokens used (one-time: a token's id is created once)           |
  *
  * {@link ensureResources} creates what is missing and updates what differs, and may run concurrently from several
  * processes and on every start.
@@ -39,7 +40,7 @@ import { nanos } from '@nats-io/transport-node';
 import { watchStatus } from './status.ts';
 import { subjects } from './subjects.ts';
 
-/** Outputs larger than this go to the `outputs` object store; the result envelope carries a reference. */
+/** Outputs larger than this go to the OUTPUTS stream in parts; the result envelope carries a reference. */
 export const LARGE_OUTPUT_BYTES = 512 * 1024;
 /** Largest message the RESULTS stream accepts (also the default nats-server max_payload). */
 export const MAX_RESULT_MSG_BYTES = 1024 * 1024;
@@ -52,16 +53,24 @@ export const WORKERS_TTL_MS = 30 * 1000;
 /** A journal entry retried with the same `Nats-Msg-Id` (its op id) within this window is dropped by LEDGER. */
 export const LEDGER_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 
-export const STREAMS = { results: 'RESULTS', events: 'EVENTS', ledger: 'LEDGER' } as const;
+export const STREAMS = {
+  results: 'RESULTS',
+  events: 'EVENTS',
+  ledger: 'LEDGER',
+  outputs: 'OUTPUTS',
+} as const;
 export const BUCKETS = {
   jobs: 'jobs',
   studies: 'studies',
   idempotency: 'idempotency',
   workers: 'workers',
   reputation: 'reputation',
+  enrollments: 'enrollments',
 } as const;
 export type BucketKey = keyof typeof BUCKETS;
-export const OBJECT_STORES = { outputs: 'outputs', jobspecs: 'jobspecs' } as const;
+export const OBJECT_STORES = { jobspecs: 'jobspecs' } as const;
+/** Largest part of a large output a worker publishes (worker-bus.ts sends 256 KiB parts). */
+export const MAX_OUTPUT_PART_BYTES = 512 * 1024;
 
 export type StreamDefinition = Pick<
   StreamConfig,
@@ -103,6 +112,18 @@ export const streamDefinitions: Record<keyof typeof STREAMS, StreamDefinition> =
     discard: DiscardPolicy.Old,
     max_age: nanos(EVENTS_MAX_AGE_MS),
     max_msg_size: -1,
+    duplicate_window: nanos(RESULTS_DUPLICATE_WINDOW_MS),
+    num_replicas: 1,
+  },
+  outputs: {
+    name: STREAMS.outputs,
+    description: "Plurigrid large job outputs, in parts, each on its worker's own subject",
+    subjects: [subjects.outputsAll],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: 0,
+    max_msg_size: MAX_OUTPUT_PART_BYTES,
     duplicate_window: nanos(RESULTS_DUPLICATE_WINDOW_MS),
     num_replicas: 1,
   },
@@ -152,6 +173,12 @@ export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
     storage: StorageType.File,
     ttl: 0,
   },
+  enrollments: {
+    description: 'Plurigrid enrollment tokens used (each good once)',
+    history: 1,
+    storage: StorageType.File,
+    ttl: 0,
+  },
 };
 
 /** Typed handles on every resource. */
@@ -159,8 +186,7 @@ export interface Resources {
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
-  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV; reputation: KV };
-  outputs: ObjectStore;
+  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV; reputation: KV; enrollments: KV };
   jobspecs: ObjectStore;
 }
 
@@ -289,21 +315,15 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
   const objm = new Objm(js);
 
   await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
-  const [jobs, studies, idempotency, workers, reputation] = await Promise.all(
-    (['jobs', 'studies', 'idempotency', 'workers', 'reputation'] as const).map((key) =>
+  const [jobs, studies, idempotency, workers, reputation, enrollments] = await Promise.all(
+    (['jobs', 'studies', 'idempotency', 'workers', 'reputation', 'enrollments'] as const).map((key) =>
       ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
     ),
   );
-  const [outputs, jobspecs] = await Promise.all([
-    objm.create(OBJECT_STORES.outputs, {
-      description: 'Plurigrid job outputs too large for a result message',
-      storage: StorageType.File,
-    }),
-    objm.create(OBJECT_STORES.jobspecs, {
-      description: 'Plurigrid jobs of each study as queued at submit',
-      storage: StorageType.File,
-    }),
-  ]);
+  const jobspecs = await objm.create(OBJECT_STORES.jobspecs, {
+    description: 'Plurigrid jobs of each study as queued at submit',
+    storage: StorageType.File,
+  });
   const [results, events] = await Promise.all([
     js.streams.get(STREAMS.results),
     js.streams.get(STREAMS.events),
@@ -318,8 +338,8 @@ export async function ensureResources(nc: NatsConnection): Promise<Resources> {
       idempotency: idempotency!,
       workers: workers!,
       reputation: reputation!,
+      enrollments: enrollments!,
     },
-    outputs,
     jobspecs,
   };
 }

@@ -4,14 +4,20 @@
  *
  * ```
  * plurigrid.api.<op>                  request/reply micro service "plurigrid" (studies, workers, provenance, the ledger)
+ * plurigrid.api.enroll                one-time enrollment: a token's holder gets a worker's or client's JWT
  * plurigrid.worker.hb.<workerId>      worker heartbeat / advert
+ * $KV.workers.<workerId>              the worker's last advert (KV `workers`, written by the worker itself)
  * plurigrid.worker.<workerId>.assign  coordinator → worker assignment (reply = accept/decline)
  * plurigrid.worker.<workerId>.cancel  coordinator → worker: stop an attempt
  * plurigrid.results.<workerId>        worker → RESULTS stream (signed result batches)
- * plurigrid.events.study.<studyId>    study lifecycle events (EVENTS stream)
- * plurigrid.events.jobs.<studyId>     a study's job transitions, batched (EVENTS stream)
+ * plurigrid.outputs.<workerId>.<job>.<attempt>.<part>   worker → OUTPUTS stream (a large output, in parts)
+ * plurigrid.events.<owner>.study.<studyId>   study lifecycle events (EVENTS stream)
+ * plurigrid.events.<owner>.jobs.<studyId>    a study's job transitions, batched (EVENTS stream)
  * plurigrid.ledger.postings           the SIM ledger's journal entries (LEDGER stream)
  * ```
+ *
+ * Every worker subject carries the worker's key, and every event subject its study's owner (the key that submitted
+ * it, or `public`): that is what lets permissions.ts give each user only its own.
  */
 
 export const ROOT = 'plurigrid';
@@ -34,6 +40,7 @@ export const API_OPS = [
   'stake',
   'unstake',
   'ledger',
+  'enroll',
 ] as const;
 export type ApiOp = (typeof API_OPS)[number];
 
@@ -103,21 +110,39 @@ export const subjects = {
   results(workerId: string): string {
     return `${ROOT}.results.${checkId('worker id', workerId)}`;
   },
+  /** `$KV.workers.<workerId>` — the worker's entry in the `workers` bucket (a plain publish, no JetStream API). */
+  workerAdvert(workerId: string): string {
+    return `$KV.workers.${checkId('worker id', workerId)}`;
+  },
+
+  /** `plurigrid.outputs.<workerId>.<jobId>.<attempt>.<part>` — one part of a large output (OUTPUTS stream). */
+  outputPart(workerId: string, jobId: string, attempt: number, part: number): string {
+    return `${ROOT}.outputs.${checkId('worker id', workerId)}.${checkId('job id', jobId)}.${attempt}.${part}`;
+  },
+  /** `plurigrid.outputs.<workerId>.>` — every output part of one worker. */
+  outputChunks(workerId: string): string {
+    return `${ROOT}.outputs.${checkId('worker id', workerId)}.>`;
+  },
+  /** `plurigrid.outputs.>` — the OUTPUTS stream's subjects. */
+  outputsAll: `${ROOT}.outputs.>`,
+
   /** `plurigrid.results.>` — the RESULTS stream's subjects. */
   resultsAll: `${ROOT}.results.>`,
 
-  /** `plurigrid.events.study.<studyId>` — one study's lifecycle events. */
-  studyEvents(studyId: string): string {
-    return `${ROOT}.events.study.${checkId('study id', studyId)}`;
+  /** `plurigrid.events.<owner>.study.<studyId>` — one study's lifecycle events. */
+  studyEvents(owner: string, studyId: string): string {
+    return `${ROOT}.events.${checkId('owner', owner)}.study.${checkId('study id', studyId)}`;
   },
-  /** `plurigrid.events.jobs.<studyId>` — a study's job transitions, batched (JobEvents). */
-  jobEvents(studyId: string): string {
-    return `${ROOT}.events.jobs.${checkId('study id', studyId)}`;
+  /** `plurigrid.events.<owner>.jobs.<studyId>` — a study's job transitions, batched (JobEvents). */
+  jobEvents(owner: string, studyId: string): string {
+    return `${ROOT}.events.${checkId('owner', owner)}.jobs.${checkId('study id', studyId)}`;
   },
-  /** `plurigrid.events.study.*` — every study's events. */
-  studyEventsAll: `${ROOT}.events.study.*`,
-  /** `plurigrid.events.jobs.*` — every study's job transitions. */
-  jobEventsAll: `${ROOT}.events.jobs.*`,
+  /** `plurigrid.events.<owner>.>` — the events of every study `owner` submitted. */
+  eventsOf(owner: string): string {
+    return `${ROOT}.events.${checkId('owner', owner)}.>`;
+  },
+  /** `plurigrid.events.*.jobs.*` — every study's job transitions. */
+  jobEventsAll: `${ROOT}.events.*.jobs.*`,
   /** `plurigrid.events.>` — the EVENTS stream's subjects. */
   eventsAll: `${ROOT}.events.>`,
 

@@ -6,9 +6,10 @@ import { JobOutput, jobInput, outputDigest } from '../models/job.ts';
 import type { WorkerAd } from '../models/worker.ts';
 import { decode, logConnectionStatus } from '../transport/connect.ts';
 import type { Identity } from '../transport/identity.ts';
-import { LARGE_OUTPUT_BYTES, type Resources } from '../transport/resources.ts';
+import { LARGE_OUTPUT_BYTES } from '../transport/resources.ts';
 import type { StatusWatch } from '../transport/status.ts';
 import { subjects } from '../transport/subjects.ts';
+import type { WorkerBus } from '../transport/worker-bus.ts';
 import type { ExecOutcome, Executor } from './executors/types.ts';
 import { ResultBatcher } from './result-batcher.ts';
 
@@ -52,7 +53,7 @@ export class WorkerAgent {
   private draining = false;
   private closed = false;
   private readonly nc: NatsConnection;
-  private readonly resources: Resources;
+  private readonly bus: WorkerBus;
   private readonly identity: Identity;
   private readonly executor: Executor;
   private readonly config: WorkerConfig;
@@ -61,14 +62,14 @@ export class WorkerAgent {
 
   constructor(deps: {
     nc: NatsConnection;
-    resources: Resources;
+    bus: WorkerBus;
     identity: Identity;
     executor: Executor;
     config: WorkerConfig;
     log: Logger;
   }) {
     this.nc = deps.nc;
-    this.resources = deps.resources;
+    this.bus = deps.bus;
     this.identity = deps.identity;
     this.executor = deps.executor;
     this.config = deps.config;
@@ -79,15 +80,7 @@ export class WorkerAgent {
       maxBytes: LARGE_OUTPUT_BYTES,
       // With other attempts about to finish, a result may wait up to 2 ms to share their message and signature.
       linger: () => (this.running.size > 1 ? 2 : 0),
-      send: (body, msgID) =>
-        retry(
-          () =>
-            this.resources.js
-              .publish(subjects.results(this.identity.workerId), body, { msgID })
-              .then(() => undefined),
-          this.log,
-          'result publish',
-        ),
+      send: (body, msgID) => retry(() => this.bus.publishResults(body, msgID), this.log, 'result publish'),
     });
   }
 
@@ -178,8 +171,8 @@ export class WorkerAgent {
     const ad = this.advert();
     try {
       this.nc.publish(subjects.heartbeat(ad.worker_id), encoder.encode(JSON.stringify(ad)));
-      if (final) await this.resources.kv.workers.delete(ad.worker_id);
-      else await this.resources.kv.workers.put(ad.worker_id, JSON.stringify(ad));
+      if (final) await this.bus.deleteAdvert();
+      else await this.bus.putAdvert(JSON.stringify(ad));
     } catch (e) {
       // While NATS is away the client buffers; the next beat will tell the truth.
       this.log.debug({ err: (e as Error).message }, 'heartbeat not stored');
@@ -302,18 +295,17 @@ export class WorkerAgent {
     );
   }
 
-  /** Publishes a result in the next signed batch, moving a big output to the object store first. */
+  /** Publishes a result in the next signed batch, moving a big output to the OUTPUTS stream first. */
   private async publish(result: JobResult): Promise<void> {
     let json = JSON.stringify(result);
     if (result.results && json.length > LARGE_OUTPUT_BYTES) {
-      const name = `${result.job_id}.${result.attempt}`;
-      const output = canonicalJson({ job_id: result.job_id, results: result.results });
-      await retry(
-        () => this.resources.outputs.putBlob({ name }, encoder.encode(output)),
+      const output = encoder.encode(canonicalJson({ job_id: result.job_id, results: result.results }));
+      const parts = await retry(
+        () => this.bus.putOutput(result.job_id, result.attempt, output),
         this.log,
-        'object store put',
+        'output publish',
       );
-      result = { ...result, results: null, output_object: name };
+      result = { ...result, results: null, output_object: { parts, bytes: output.length } };
       json = JSON.stringify(result);
     }
     await this.batcher.add(result, json);

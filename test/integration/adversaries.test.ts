@@ -16,11 +16,10 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-/** A submitter with SIM from the faucet. */
+/** The submitter (the test's client key, which owns its studies), with SIM from the faucet. */
 async function payer(c: Cluster): Promise<KeyPair> {
-  const kp = createUser();
-  await c.api.ledgerOp('faucet', {}, kp);
-  return kp;
+  await c.api.ledgerOp('faucet', {}, c.user.keyPair);
+  return c.user.keyPair;
 }
 
 /** Every accepted epoch has the digest the engine gives in-process; returns how many were accepted. */

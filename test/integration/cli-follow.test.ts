@@ -47,7 +47,7 @@ async function scripted(answer: (calls: number) => StudyStatus['state']) {
   });
   const publishJobs = () =>
     coordinator.publish(
-      subjects.jobEvents(studyId),
+      subjects.jobEvents('public', studyId),
       JSON.stringify({
         study_id: studyId,
         events: [
@@ -57,7 +57,7 @@ async function scripted(answer: (calls: number) => StudyStatus['state']) {
     );
   const publishStudy = (state: StudyEvent['state']) =>
     coordinator.publish(
-      subjects.studyEvents(studyId),
+      subjects.studyEvents('public', studyId),
       JSON.stringify({ study_id: studyId, state, at: 0 } satisfies StudyEvent),
     );
   await coordinator.flush();
@@ -81,7 +81,7 @@ describe('follow', () => {
     let done = false;
     const fake = await scripted(() => (done ? 'done' : 'running'));
     const seen: StudyStatus[] = [];
-    const following = follow(client, new ApiClient(client), fake.studyId, (s) => seen.push(s), {
+    const following = follow(client, new ApiClient(client), fake.studyId, 'public', (s) => seen.push(s), {
       refreshMs: 200,
       safetyPollMs: 60_000,
     });
@@ -108,7 +108,7 @@ describe('follow', () => {
   it('sees the end through the safety poll when no event arrives', async () => {
     const fake = await scripted((calls) => (calls >= 2 ? 'done' : 'running'));
     const started = performance.now();
-    const final = await follow(client, new ApiClient(client), fake.studyId, () => {}, {
+    const final = await follow(client, new ApiClient(client), fake.studyId, 'public', () => {}, {
       safetyPollMs: 300,
     });
     fake.stop();
@@ -127,7 +127,7 @@ describe('follow', () => {
       }
       return 'done';
     });
-    const final = await follow(client, new ApiClient(client), fake.studyId, () => {}, {
+    const final = await follow(client, new ApiClient(client), fake.studyId, 'public', () => {}, {
       safetyPollMs: 60_000,
     });
     fake.stop();

@@ -47,6 +47,10 @@ const grant = DEFAULT_FAUCET_POLICY.grant;
 beforeAll(async () => {
   cluster = await new Cluster().start();
   await cluster.startCoordinator();
+  // The user's machine has no operator keys: it enrolls with a one-time token (client credentials for its key).
+  const { token } = await cluster.auth.enrollmentToken('client', 600);
+  const enrolled = await runCli(['enroll', token, '--data-dir', home, '--nats', cluster.nats.url]);
+  if (enrolled.code !== 0) throw new Error(`enroll failed: ${enrolled.stderr}`);
 }, 30_000);
 
 afterAll(async () => {

@@ -154,7 +154,7 @@ describe('plurigrid submit, status, workers, results against a running coordinat
       await cluster.waitForWorkers(2);
       const dir = tmp();
       const study = smallStudy(dir, [{ name: 'market.mechanism', values: ['none', 'sdr'] }]);
-      const nats = ['--nats', cluster.nats.url];
+      const nats = ['--nats', cluster.nats.url, '--creds', await cluster.credsFile('client')];
       const sub = await plurigridAsync('submit', study, '--follow', '--out', join(dir, 'out'), ...nats);
       expect(sub.code, sub.stderr).toBe(0);
       const id = /submitted (\S+) \(small\): 4 epochs/.exec(sub.stdout)![1]!;
@@ -205,7 +205,7 @@ describe('plurigrid submit, status, workers, results against a running coordinat
       });
       const seen: StudyStatus[] = [];
       const started = performance.now();
-      const final = await follow(cluster.nc, cluster.api, reply.study_id, (s) => seen.push(s));
+      const final = await follow(cluster.nc, cluster.api, reply.study_id, cluster.owner, (s) => seen.push(s));
       const elapsed = performance.now() - started;
       expect(final.state).toBe('done');
       expect(final.epochs.done).toBe(4);
@@ -232,12 +232,17 @@ describe('exit codes and the environment', () => {
     const { Cluster } = await import('./cluster.ts');
     const cluster = await new Cluster().start();
     try {
-      const r = await plurigridAsync('status', 'x', '--nats', cluster.nats.url);
+      // Without credentials the server itself refuses: it runs with authentication.
+      const anonymous = await plurigridAsync('status', 'x', '--nats', cluster.nats.url, '--data-dir', tmp());
+      expect(anonymous.code, anonymous.stderr).toBe(EXIT_UNAVAILABLE);
+      expect(anonymous.stderr).toMatch(/refused these credentials/);
+      const creds = await cluster.credsFile('client');
+      const r = await plurigridAsync('status', 'x', '--nats', cluster.nats.url, '--creds', creds);
       expect(r.code, r.stderr).toBe(EXIT_UNAVAILABLE);
       expect(r.stderr).toMatch(/no coordinator is answering/);
-      // The same server named by PLURIGRID_NATS_URL, which --help lists with the other variables.
+      // The same server and credentials named by PLURIGRID_NATS_URL and PLURIGRID_CREDS, which --help lists.
       const env = await plurigridEnv(
-        { PLURIGRID_NATS_URL: cluster.nats.url },
+        { PLURIGRID_NATS_URL: cluster.nats.url, PLURIGRID_CREDS: creds },
         'status',
         'x',
         '--data-dir',

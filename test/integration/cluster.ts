@@ -1,14 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createUser, type KeyPair } from '@nats-io/nkeys';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { type LoadedKey, loadOrCreateUserKey } from '../../src/cli/keys.ts';
 import { workerArgv } from '../../src/cli/worker.ts';
 import { ApiClient } from '../../src/coordinator/client.ts';
 import type { StudyStatus, SubmitRequest } from '../../src/models/api.ts';
+import { AuthStore, parseCredentials } from '../../src/transport/auth.ts';
 import { connectNats } from '../../src/transport/connect.ts';
 import { type EmbeddedNats, startEmbeddedNats } from '../../src/transport/nats-server.ts';
+import type { Role } from '../../src/transport/permissions.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(root, 'bin', 'plurigrid.js');
@@ -16,11 +20,20 @@ const CLI = join(root, 'bin', 'plurigrid.js');
 export const example = (name: string) =>
   JSON.parse(readFileSync(join(root, 'examples', `${name}.json`), 'utf8'));
 
-/** A real deployment in miniature: its own nats-server, and coordinator and workers as separate processes. */
+/**
+ * A real deployment in miniature: its own nats-server with authentication (operator keys in the data dir, as the
+ * coordinator makes them), and coordinator and workers as separate processes, each its own NATS user. The test
+ * speaks as a client (`nc`, `api`: the user key in the data dir, which owns what it submits) and, to look inside,
+ * as an operator (`admin`, with the coordinator's rights).
+ */
 export class Cluster {
   readonly dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-cluster-'));
   nats!: EmbeddedNats;
+  auth!: AuthStore;
+  /** The test's client key: it owns the studies it submits. */
+  user!: LoadedKey;
   nc!: NatsConnection;
+  admin!: NatsConnection;
   api!: ApiClient;
   coordinator: ChildProcess | undefined;
   readonly workers = new Map<string, ChildProcess>();
@@ -39,10 +52,33 @@ export class Cluster {
   }
 
   async start(): Promise<this> {
-    this.nats = await startEmbeddedNats({ dataDir: this.dataDir });
-    this.nc = await connectNats({ url: this.nats.url, name: 'test-client' });
+    this.auth = await AuthStore.open(this.dataDir, { create: true });
+    this.nats = await startEmbeddedNats({ dataDir: this.dataDir, config: await this.auth.serverConfig() });
+    this.user = await loadOrCreateUserKey(this.dataDir);
+    this.nc = await this.connectAs('client', 'test-client', this.user.keyPair);
+    this.admin = await this.connectAs('coordinator', 'test-admin');
     this.api = new ApiClient(this.nc, 10_000);
     return this;
+  }
+
+  /** The test client's key: the owner of what it submits. */
+  get owner(): string {
+    return this.user.key;
+  }
+
+  /** A `.creds` file for a user of `role` (a fresh key unless given), written in the data dir. */
+  async credsFile(role: Role, kp: KeyPair = createUser()): Promise<string> {
+    const issued = await this.auth.credentials(role, kp);
+    const file = join(this.dataDir, `${role}-${issued.key.slice(0, 8)}.creds`);
+    writeFileSync(file, issued.creds, { mode: 0o600 });
+    return file;
+  }
+
+  /** A connection as a user of `role` (a fresh key unless given), with credentials the operator issued. */
+  async connectAs(role: Role, name: string, kp: KeyPair = createUser()): Promise<NatsConnection> {
+    const issued = await this.auth.credentials(role, kp);
+    const creds = parseCredentials(new TextEncoder().encode(issued.creds));
+    return connectNats({ url: this.nats.url, name, creds });
   }
 
   private spawnCli(args: string[], ready: RegExp): Promise<ChildProcess> {
@@ -77,13 +113,14 @@ export class Cluster {
     return this.coordinator;
   }
 
-  async startWorker(name: string, extra: string[] = []): Promise<ChildProcess> {
+  /** A worker process; with `dataDir`, one of its own (a machine without the operator keys: it needs credentials). */
+  async startWorker(name: string, extra: string[] = [], dataDir = this.dataDir): Promise<ChildProcess> {
     const child = await this.spawnCli(
       [
         ...workerArgv({
           name,
           nats: this.nats.url,
-          dataDir: this.dataDir,
+          dataDir,
           executor: 'process',
           slots: 1,
           heartbeatMs: 200,
@@ -108,7 +145,11 @@ export class Cluster {
   ) {
     const args = [join(root, 'test', 'fixtures', 'adversary.ts'), mode, this.nats.url, name];
     if (stake) args.push(stake);
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Worker credentials from the operator keys in the data dir, as any worker on the coordinator's machine.
+      env: { ...process.env, PLURIGRID_DATA_DIR: this.dataDir },
+    });
     this.workers.set(name, child);
     let out = '';
     return new Promise<string>((resolve, reject) => {
@@ -171,6 +212,7 @@ export class Cluster {
     await Promise.all([...this.workers.values()].map((w) => this.kill(w)));
     if (this.coordinator) await this.kill(this.coordinator);
     await this.nc?.close().catch(() => {});
+    await this.admin?.close().catch(() => {});
     await this.nats?.stop();
   }
 }

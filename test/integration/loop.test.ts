@@ -5,7 +5,9 @@ import { jobKey, stateJson } from '../../src/coordinator/jobspecs.ts';
 import { ARCHIVE_AFTER_MS } from '../../src/coordinator/studies.ts';
 import { JobEvents, StudyEvent } from '../../src/models/api.ts';
 import { jobIdOf } from '../../src/models/study-record.ts';
+import { STREAMS } from '../../src/transport/resources.ts';
 import { subjects } from '../../src/transport/subjects.ts';
+import { workerBus } from '../../src/transport/worker-bus.ts';
 import { Harness, tinyStudy } from '../fixtures/harness.ts';
 
 let h: Harness | undefined;
@@ -232,19 +234,19 @@ describe('the loop', () => {
     const { study_id } = await h.submit(tinyStudy(1));
     await h.round();
     const id = first(study_id);
-    const store = h.resources.outputs;
-    const getBlob = store.getBlob.bind(store);
+    const jsm = h.resources.jsm;
+    const getMessage = jsm.streams.getMessage.bind(jsm.streams);
     let failures = 2;
-    store.getBlob = (name: string) =>
-      failures-- > 0 ? Promise.reject(new Error('simulated read timeout')) : getBlob(name);
+    jsm.streams.getMessage = ((stream: string, q: Parameters<typeof getMessage>[1]) =>
+      stream === STREAMS.outputs && failures-- > 0
+        ? Promise.reject(new Error('simulated read timeout'))
+        : getMessage(stream, q)) as typeof jsm.streams.getMessage;
     await w.finish(id, {
       tamper: (r) => {
-        // As a worker does with a large output: to the object store, referenced by name.
-        void store.putBlob(
-          { name: `${id}.1` },
-          new TextEncoder().encode(JSON.stringify({ job_id: id, results: r.results })),
-        );
-        return { ...r, results: null, output_object: `${id}.1` };
+        // As a worker does with a large output: in parts on its own OUTPUTS subjects, referenced by their count.
+        const bytes = new TextEncoder().encode(JSON.stringify({ job_id: id, results: r.results }));
+        void workerBus(h!.nc, w.id).putOutput(id, r.attempt, bytes);
+        return { ...r, results: null, output_object: { parts: 1, bytes: bytes.length } };
       },
     });
     await h.until(() => h!.coordinator.store.study(study_id)?.state === 'done', 'the result', 10_000);

@@ -25,7 +25,7 @@ afterEach(async () => {
  * laid over it while it runs.
  */
 async function jobRecords(c: Cluster, studyId: string): Promise<JobRecord[]> {
-  const resources = await ensureResources(c.nc);
+  const resources = await ensureResources(c.admin);
   const stored = await getStudyJobs(resources, studyId);
   return Promise.all(
     stored!.map(async (rec) => {
@@ -146,7 +146,7 @@ describe('faults', () => {
     expect(big.epochs).toBe(100_000);
     const status = await cluster.waitForStudy(running.study_id, 90_000);
     expect(status.state).toBe('done');
-    await cluster.api.cancel(big.study_id);
+    await cluster.api.cancel(big.study_id, cluster.user.keyPair);
     expect(cluster.log(cluster.coordinator!)).not.toMatch(/no heartbeat/);
   }, 120_000);
 
@@ -213,7 +213,11 @@ describe('faults', () => {
     await cluster.nats.stop();
     await new Promise((r) => setTimeout(r, 1000));
     const { startEmbeddedNats } = await import('../../src/transport/nats-server.ts');
-    cluster.nats = await startEmbeddedNats({ dataDir: cluster.dataDir, port });
+    cluster.nats = await startEmbeddedNats({
+      dataDir: cluster.dataDir,
+      port,
+      config: await cluster.auth.serverConfig(),
+    });
     expect(cluster.nats.storeDir).toBe(storeDir);
     const status = await cluster.waitForStudy(submitted.study_id, 90_000);
     expect(status.state).toBe('done');
@@ -259,7 +263,7 @@ describe('control', () => {
       limits: { memory_mb: 2048 },
     });
     await jobRunning(cluster);
-    const cancelled = await cluster.api.cancel(submitted.study_id);
+    const cancelled = await cluster.api.cancel(submitted.study_id, cluster.user.keyPair);
     expect(cancelled.state).toBe('cancelled');
     expect(cancelled.jobs).toMatchObject({ total: 3, cancelled: 3 });
     // The worker stops the attempt well before the epoch would have finished (~10 s).
@@ -334,7 +338,9 @@ describe('control', () => {
     const output = { job_id: job!.job.job_id, results: [] };
     const forged = jobResult(job!.job, 1, output);
     const impostor = identityFrom(createUser());
-    const { js } = await ensureResources(cluster.nc);
+    // Only the worker itself may publish there (permissions.ts); the operator's connection stands in for a
+    // forger that got past that, to show the signature check holds on its own.
+    const { js } = await ensureResources(cluster.admin);
     await js.publish(
       subjects.results(running.worker_id),
       JSON.stringify({
@@ -353,18 +359,20 @@ describe('control', () => {
     expect(cluster.log(cluster.coordinator!)).toMatch(/bad signature/);
   }, 60_000);
 
-  it('an output over 512 KiB travels through the object store and verifies', async () => {
+  it('an output over 512 KiB travels in parts through the OUTPUTS stream and verifies', async () => {
     cluster = await Cluster.up({ a: [] });
     const scenario = heavyScenario(4000, 1);
     const submitted = await cluster.submit({ scenario, limits: { memory_mb: 1024 } });
     expect((await cluster.waitForStudy(submitted.study_id)).state).toBe('done');
     const [job] = await jobRecords(cluster, submitted.study_id);
-    const { jsm } = await ensureResources(cluster.nc);
+    const { jsm } = await ensureResources(cluster.admin);
     const stored = await jsm.streams.getMessage('RESULTS', { seq: job!.result!.seq });
-    const batch = stored!.json<{ results: { results: unknown; output_object: string | null }[] }>();
+    const batch = stored!.json<{
+      results: { results: unknown; output_object: { parts: number } | null }[];
+    }>();
     expect(batch.results).toHaveLength(1);
     expect(batch.results[0]!.results).toBeNull();
-    expect(batch.results[0]!.output_object).toBe(`${job!.job.job_id}.1`);
+    expect(batch.results[0]!.output_object!.parts).toBeGreaterThan(1);
     const { rows } = await cluster.api.allResults(submitted.study_id);
     expect(rows[0]!.digest).toBe(runEpoch(Scenario.parse(scenario)).digest);
   }, 60_000);

@@ -29,6 +29,7 @@ import {
   startEmbeddedNats,
   subjects,
 } from '../../src/transport/index.ts';
+import { OUTPUT_PART_BYTES, workerBus } from '../../src/transport/worker-bus.ts';
 
 /** Rejects when `promise` does not settle within `ms`, naming what it waited for. */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -127,8 +128,8 @@ describe('subjects', () => {
     expect(subjects.assign('w1')).toBe('plurigrid.worker.w1.assign');
     expect(subjects.cancel('w1')).toBe('plurigrid.worker.w1.cancel');
     expect(subjects.results('job-1')).toBe('plurigrid.results.job-1');
-    expect(subjects.studyEvents('s1')).toBe('plurigrid.events.study.s1');
-    expect(subjects.jobEvents('s1')).toBe('plurigrid.events.jobs.s1');
+    expect(subjects.studyEvents('public', 's1')).toBe('plurigrid.events.public.study.s1');
+    expect(subjects.jobEvents('public', 's1')).toBe('plurigrid.events.public.jobs.s1');
     for (const bad of ['a.b', 'a*', '>', 'a b', '', 'tab\t']) {
       expect(() => subjects.results(bad)).toThrow(SubjectIdError);
     }
@@ -302,10 +303,10 @@ describe('transport on a real nats-server', () => {
     }
   });
 
-  it('stores a result published twice with the same Nats-Msg-Id once; KV and object store round-trip', async () => {
+  it('stores a result published twice with the same Nats-Msg-Id once; KV and large outputs round-trip', async () => {
     const nc = await within(connectNats({ url: server.url, name: 'dedupe' }), 10_000, 'connect');
     try {
-      const { js, jsm, kv, outputs } = await within(ensureResources(nc), 20_000, 'ensureResources');
+      const { js, jsm, kv } = await within(ensureResources(nc), 20_000, 'ensureResources');
       const subject = subjects.results('job-dedupe');
       const first = await js.publish(subject, encode({ n: 1 }), { msgID: 'job-dedupe#1', timeout: 5_000 });
       const second = await js.publish(subject, encode({ n: 1 }), { msgID: 'job-dedupe#1', timeout: 5_000 });
@@ -321,10 +322,20 @@ describe('transport on a real nats-server', () => {
       expect(entry?.revision).toBe(rev);
       expect(decode(entry!.value, Rec, 'job record')).toEqual({ status: 'queued', attempt: 0 });
 
+      // A large output goes in parts on the worker's own subjects, read back in order by the coordinator.
       const big = randomBytes(LARGE_OUTPUT_BYTES + 100_000);
-      await outputs.putBlob({ name: 'job-1/output.json' }, big);
-      const back = await outputs.getBlob('job-1/output.json');
-      expect(back?.length).toBe(big.length);
+      const parts = await workerBus(nc, 'wbig').putOutput('job-1', 1, big);
+      expect(parts).toBe(Math.ceil(big.length / OUTPUT_PART_BYTES));
+      const back = Buffer.concat(
+        await Promise.all(
+          Array.from({ length: parts }, (_, i) =>
+            jsm.streams
+              .getMessage(STREAMS.outputs, { last_by_subj: subjects.outputPart('wbig', 'job-1', 1, i) })
+              .then((m) => m!.data),
+          ),
+        ),
+      );
+      expect(back.length).toBe(big.length);
       const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
       expect(sha(back!)).toBe(sha(big));
     } finally {
@@ -377,7 +388,7 @@ describe('transport on a real nats-server', () => {
       for await (const s of statuses) if (s.type === 'reconnect') return;
     })();
     try {
-      await js.publish(subjects.studyEvents('s1'), encode({ before: true }), { timeout: 5_000 });
+      await js.publish(subjects.studyEvents('public', 's1'), encode({ before: true }), { timeout: 5_000 });
       await within(first.stop(), 10_000, 'nats-server to stop');
       const second = await startServer(dir, first.port);
       // (A request made while disconnected waits out its whole timeout; ask only once the client is back.)
@@ -396,7 +407,9 @@ describe('transport on a real nats-server', () => {
         'the EVENTS stream to exist again',
       );
       expect(back.config.storage).toBe('memory');
-      const ack = await js.publish(subjects.studyEvents('s1'), encode({ after: true }), { timeout: 5_000 });
+      const ack = await js.publish(subjects.studyEvents('public', 's1'), encode({ after: true }), {
+        timeout: 5_000,
+      });
       expect(ack.stream).toBe(STREAMS.events);
       await second.stop();
     } finally {
