@@ -165,6 +165,8 @@ const tasks = {
   // The verification policy simulated at scale: no NATS, no Docker.
   'bench:verify': () => run(join(bin, 'node'), [join(root, 'bench', 'verify.ts'), ...rest]),
   'bench:ledger': () => run(join(bin, 'node'), [join(root, 'bench', 'ledger.ts'), ...rest]),
+  // Placement at 1,000–100,000 simulated workers with the coordinator's pure code: no NATS, no Docker.
+  'bench:placement': () => run(join(bin, 'node'), [join(root, 'bench', 'placement.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
     ensureDockerEngine() ? run(join(bin, 'node'), [join(root, 'scripts', 'images.ts'), ...rest]) : 1,
@@ -175,7 +177,11 @@ if (!tasks[task]) {
   process.exit(2);
 }
 ensureDependencies();
-if (task === 'test' || task === 'demo' || (task.startsWith('bench:') && task !== 'bench:verify'))
+if (
+  task === 'test' ||
+  task === 'demo' ||
+  (task.startsWith('bench:') && task !== 'bench:verify' && task !== 'bench:placement')
+)
   ensureNatsServer();
 // The Docker tests fail (never skip) without an engine, and the demo should show the sandbox, so both get one
 // installed and started when it can be (root with apt); where it cannot, the demo falls back to the process executor.

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
 import type { StudyRecord } from '../models/study-record.ts';
+import { seededDraw } from './candidates.ts';
 import type { Clock } from './clock.ts';
 import type { Dispatcher } from './dispatch.ts';
 import { liveExecutions } from './job-state.ts';
 import { pendingJobs } from './pending.ts';
-import { type Funds, fillableSlots, place, type WorkerView } from './placement.ts';
+import { type Funds, fillableSlots, placeRound, type RoundBudget, type WorkerView } from './placement.ts';
 import { reconcile } from './reconcile.ts';
 import type { StateStore } from './store.ts';
 import type { WorkerRegistry } from './workers.ts';
@@ -31,6 +32,10 @@ export interface SchedulerDeps {
   funds?: { markShort(studyIds: Iterable<string>): void };
   /** The draw that decides whether a trusted provider's job is audited (injected so tests can fix it). */
   rand?: () => number;
+  /** Uniform draws in [0, 1) that order placement's candidates (default: seeded by the clock at construction). */
+  shuffle?: () => number;
+  /** What one round may place and examine (default ROUND_BUDGET). */
+  budget?: RoundBudget;
   store: StateStore;
   registry: WorkerRegistry;
   dispatch: Dispatcher;
@@ -39,6 +44,12 @@ export interface SchedulerDeps {
   tickMs: number;
   log: Logger;
 }
+
+/**
+ * One round's work: a few thousand executions, some 10–40 ms of placement in a 100,000-worker cluster (README,
+ * bench:placement). A longer queue takes more rounds, with heartbeats and results handled in between.
+ */
+export const ROUND_BUDGET: RoundBudget = { placements: 4096, probes: 262_144 };
 
 /** A timer tick this much later than due means the coordinator itself was paused (a long task, a stopped VM). */
 const PAUSE_MS = 1000;
@@ -58,9 +69,11 @@ export class Scheduler {
   private lastSweep = 0;
   private absent = new Map<string, number>();
   private readonly d: SchedulerDeps;
+  private readonly shuffle: () => number;
 
   constructor(deps: SchedulerDeps) {
     this.d = deps;
+    this.shuffle = deps.shuffle ?? seededDraw(deps.clock.now());
     // Nobody has been heard from yet: liveness is judged from now on.
     this.livenessFrom = deps.clock.now();
   }
@@ -111,7 +124,10 @@ export class Scheduler {
       });
   }
 
-  /** One round: reconcile, then place what capacity allows. */
+  /**
+   * One round: reconcile, then place what capacity and the round's budget allow. A round that stops at its budget
+   * having placed something asks for another at once (after the event loop's pending IO).
+   */
   async runRound(): Promise<void> {
     const { store, registry, dispatch, clock } = this.d;
     const now = clock.now();
@@ -164,16 +180,29 @@ export class Scheduler {
       views.push({ ...ad, slots_free: slotsFree, ...standing.provider(ad.worker_id) });
     }
     if (free > 0) {
+      const budget = this.d.budget ?? ROUND_BUDGET;
       const pending = pendingJobs(store.queue(), {
         now,
-        free,
+        // As much of the queue as the round may place.
+        free: Math.min(free, budget.placements),
         established: (w) => standing.provider(w).established,
         busy: (id) => dispatch.inflight.has(id),
       });
       const short = new Set<string>();
-      const plan = place(pending, views, now, standing.funds(), this.d.rand, short, standing.anchored());
+      const round = placeRound({
+        jobs: pending,
+        workers: views,
+        now,
+        funds: standing.funds(),
+        rand: this.d.rand,
+        short,
+        anchored: standing.anchored(),
+        shuffle: this.shuffle,
+        budget,
+      });
       this.d.funds?.markShort(short);
-      await dispatch.place(plan);
+      if (round.stopped && round.placements.length > 0) this.again = true;
+      await dispatch.place(round.placements);
     }
     await reconciling;
   }
