@@ -117,7 +117,7 @@ export class CandidateSearch {
       }
     };
     for (const tier of this.tiers(job, needsEstablished, capped)) {
-      // Nothing in this tier can outrank what was found (a tie could: it might have the smaller id).
+      // Nothing in this tier can outrank what was found (a tie could: it might have the smaller id; 1e-9 for rounding).
       if (best >= 0 && bestScore > tier.bonus + this.index.ceiling + 1e-9) break;
       this.buckets.length = 0;
       for (const c of tier.classes) this.index.buckets(job.image, c, this.buckets);
@@ -130,8 +130,8 @@ export class CandidateSearch {
       this.probes += this.index.walk(this.buckets, this.draw, (i) => {
         if (!fits(job, data, i)) return false;
         fitting++;
-        // Workers that failed the job are ranked apart, below: they are not candidates to count.
-        // Its view only when there is an id to compare: one more fetch from memory.
+        // Not a candidate: a worker the job runs on, or one that failed it (ranked apart, below). The view is read
+        // only when there is an id to compare it with: one more fetch from memory.
         if (placed.length > 0 && placed.includes(i)) return false;
         if (job.exclude.length > 0 || job.avoid.length > 0) {
           const id = workers[i]!.worker_id;
