@@ -5,13 +5,16 @@ import type { KeyPair } from '@nats-io/nkeys';
 import { createUser } from '@nats-io/nkeys';
 import { errors, type NatsConnection } from '@nats-io/transport-node';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { InputError } from '../models/errors.ts';
 import { AuthStore, type LoadedCredentials, loadCredentials } from '../transport/auth.ts';
 import {
   connectNats,
   NATS_URL_ENV,
+  NatsTlsError,
   NatsUnreachableError,
   openTransport,
   type TlsFiles,
+  type TlsRefusal,
   type Transport,
 } from '../transport/connect.ts';
 import type { Role } from '../transport/permissions.ts';
@@ -35,7 +38,7 @@ export interface ConnectionFlags {
 }
 
 export const tlsFiles = (f: ConnectionFlags): TlsFiles | undefined =>
-  f.tlsCa || f.tlsCert ? { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey } : undefined;
+  f.tlsCa || f.tlsCert || f.tlsKey ? { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey } : undefined;
 
 /**
  * `--nats`: one or more comma-separated NATS URLs, checked here so that a typo is a usage error (exit 2) rather than
@@ -119,8 +122,34 @@ export interface ConnectAs {
   saved: string;
 }
 
-/** Turns "the server refused us" into an error that says what to do. */
-function refused(err: unknown): never {
+/** What to change when a TLS handshake cannot succeed (see {@link NatsTlsError}). */
+const TLS_HINTS: Record<TlsRefusal, readonly string[]> = {
+  untrusted: ["pass --tls-ca <file>: the CA certificate (PEM) that signed the NATS server's certificate"],
+  'wrong-name': [
+    "the server's certificate must be made out for the address in --nats (an IP address: subjectAltName IP:<address>)",
+  ],
+  'client-certificate': [
+    'pass --tls-cert <file> and --tls-key <file>: a client certificate (PEM) signed by the CA the server trusts, for ' +
+      'client authentication (extendedKeyUsage clientAuth, or none)',
+  ],
+  'no-tls': ['leave out --tls-ca, --tls-cert and --tls-key, or start the server with TLS'],
+};
+
+/**
+ * Turns "the server refused us" into an error that says what to do. `embedded`: the connection was the coordinator's
+ * own, to the server it started, which it makes with its --tls-cert.
+ */
+function refused(err: unknown, embedded = false): never {
+  if (err instanceof NatsTlsError) {
+    const hints = [...TLS_HINTS[err.reason]];
+    if (embedded && err.reason === 'client-certificate') {
+      hints.push(
+        'the coordinator connects to its embedded server with --tls-cert: that certificate must allow client ' +
+          'authentication too (extendedKeyUsage serverAuth,clientAuth, or none)',
+      );
+    }
+    throw new BusUnavailableError(err.message, hints, { cause: err });
+  }
   if (err instanceof NatsUnreachableError) throw new BusUnavailableError(err.message, [], { cause: err });
   if (err instanceof errors.AuthorizationError || err instanceof errors.UserAuthenticationExpiredError) {
     throw new BusUnavailableError(`the NATS server refused these credentials (${(err as Error).message})`, [
@@ -178,7 +207,7 @@ export async function openClient(
  * with TLS when --tls-cert is given; the coordinator connects with a coordinator JWT it issues itself (or --creds).
  */
 export async function openServerSide(
-  flags: ConnectionFlags,
+  flags: ConnectionFlags & { replicas?: number },
   name: string,
 ): Promise<Transport & { auth: AuthStore | undefined }> {
   const dataDir = resolve(flags.dataDir);
@@ -202,9 +231,10 @@ export async function openServerSide(
       creds,
       tls,
       serverConfig,
+      ...(flags.replicas !== undefined ? { replicas: flags.replicas } : {}),
     });
   } catch (err) {
-    refused(err);
+    refused(err, embedded);
   }
   if (!transport.embedded) return { ...transport, auth };
   await mkdir(dataDir, { recursive: true });
@@ -221,9 +251,19 @@ export async function openServerSide(
   };
 }
 
-/** The server's TLS block: its certificate, and with a CA, client certificates required and checked against it. */
+/**
+ * The embedded server's TLS block: its certificate, and with a CA, client certificates required and checked against
+ * it (mutual TLS). The server still listens on 127.0.0.1 only.
+ */
 function serverTls(tls: TlsFiles): string {
-  if (!tls.cert || !tls.key) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  if (!tls.cert || !tls.key) {
+    throw new InputError('the embedded NATS server needs a certificate to serve TLS', [
+      tls.cert
+        ? '--tls-cert needs its private key: pass --tls-key'
+        : '--tls-cert and --tls-key: the server certificate (PEM) and its key; --tls-ca then makes clients present ' +
+          'certificates signed by that CA',
+    ]);
+  }
   const q = (p: string) => JSON.stringify(resolve(p));
   return [
     'tls {',

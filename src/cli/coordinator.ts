@@ -25,6 +25,7 @@ interface Options extends ConnectionFlags {
   leaseGraceS: number;
   trustAfter: number;
   queueTimeoutS?: number;
+  replicas?: number;
   logLevel?: string;
 }
 
@@ -112,6 +113,11 @@ export function registerCoordinator(program: Command): void {
         '--queue-timeout-s <s>',
         'fail a job no provider could take for this long (a study may set its own; default: wait)',
         intOption('--queue-timeout-s', 1, 7 * 86_400),
+      )
+      .option(
+        '--replicas <n>',
+        'copies of every stream and bucket on a JetStream cluster (default: 3 on a cluster, 1 on one server)',
+        intOption('--replicas', 1, 5),
       )
       .option(
         '--trust-after <n>',

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerAuth } from './auth.ts';
+import { registerCluster } from './cluster.ts';
 import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerVerify(program);
   registerKeys(program);
   registerAuth(program);
+  registerCluster(program);
   registerLedger(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Bank } from '../ledger/bank.ts';
 import { stakeOf } from '../ledger/rules.ts';
 import { Settlement } from '../ledger/settlement.ts';
-import { keepStreams, type Resources, type StreamKeeper } from '../transport/resources.ts';
+import { definitionsFor, keepStreams, type Resources, type StreamKeeper } from '../transport/resources.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { Dispatcher } from './dispatch.ts';
 import { EventPublisher } from './events.ts';
@@ -195,7 +195,12 @@ export class Coordinator {
 
   async start(): Promise<void> {
     // nats-server 2.9 does not restore memory streams (EVENTS) after a restart: re-ensure them on every reconnect.
-    this.keeper = keepStreams(this.nc, this.resources.jsm, this.log);
+    this.keeper = keepStreams(
+      this.nc,
+      this.resources.jsm,
+      this.log,
+      Object.values(definitionsFor(this.resources.replicas)),
+    );
     const loaded = await this.store.load();
     for (const study of this.store.allStudies()) this.funds.load(study, this.store.jobsOf(study));
     await this.standing.load();

@@ -98,9 +98,9 @@ export function reconcile(input: ReconcileInput): ReconcileOutput {
         reclaim('lease-expired', 'lease expired before a result arrived');
         continue;
       }
-      // The worker's adverts leave it out: the request never reached it (a crash between recording and sending),
-      // or the worker restarted. Only adverts sent well after the assignment count, and the absence must last
-      // several heartbeats, so a result on its way is not mistaken for a loss (if it is, the cost is a rerun).
+      // The worker's adverts leave it out (neither running nor reported as stored): the request never reached it (a
+      // crash between recording and sending), or the worker restarted. Only adverts sent well after the assignment
+      // count, and the absence must last several heartbeats.
       if (w.seen_at < e.assigned_at + w.interval_ms + 500 || w.running.has(key)) continue;
       const since = input.absent_since.get(key) ?? w.seen_at;
       if (now - since >= input.missed_heartbeats * w.interval_ms + 1000) {

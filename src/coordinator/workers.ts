@@ -127,6 +127,7 @@ export class WorkerRegistry {
 const known = (ad: WorkerAd, seenAt: number, heard: boolean): Known => ({
   ad,
   seenAt,
-  running: new Set(ad.running),
+  // What the worker accounts for: running, or its result stored and on its way to us.
+  running: new Set([...ad.running, ...ad.reported]),
   heard,
 });

@@ -173,10 +173,10 @@ export class Journal {
 
   /** Ensures the LEDGER stream and replays all of it into a fresh state. */
   static async open(
-    r: { js: JetStreamClient; jsm: JetStreamManager },
+    r: { js: JetStreamClient; jsm: JetStreamManager; replicas?: number },
     opts: JournalOptions = {},
   ): Promise<Journal> {
-    await ensureStream(r.jsm, streamDefinitions.ledger);
+    await ensureStream(r.jsm, { ...streamDefinitions.ledger, num_replicas: r.replicas ?? 1 });
     const journal = new Journal(r, opts);
     await journal.refresh();
     return journal;

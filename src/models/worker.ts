@@ -29,6 +29,11 @@ export const WorkerAd = z.strictObject({
   offpeak: z.array(OffPeakWindow),
   /** `<job_id>#<attempt>` of every attempt running here. */
   running: z.array(z.string()),
+  /**
+   * Attempts whose results the RESULTS stream has acknowledged lately: no longer running, and not lost either (the
+   * coordinator may not have read the result yet, say while a stream changes leader).
+   */
+  reported: z.array(z.string()).default([]),
   draining: z.boolean(),
   /** Sender's clock (ms since epoch) and heartbeat interval, for loss detection. */
   at: z.number(),

@@ -181,8 +181,24 @@ export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
   },
 };
 
+/** How many copies a clustered JetStream keeps of each stream, bucket and object store (1 on a single server). */
+export interface ResourceOptions {
+  replicas?: number;
+}
+
+/** The stream definitions with `replicas` copies each. */
+export function definitionsFor(replicas = 1): Record<keyof typeof STREAMS, StreamDefinition> {
+  const out = {} as Record<keyof typeof STREAMS, StreamDefinition>;
+  for (const [k, def] of Object.entries(streamDefinitions)) {
+    out[k as keyof typeof STREAMS] = { ...def, num_replicas: replicas };
+  }
+  return out;
+}
+
 /** Typed handles on every resource. */
 export interface Resources {
+  /** Copies kept of each (what they were ensured with). */
+  replicas: number;
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
@@ -271,14 +287,16 @@ async function ensureBucket(
   jsm: JetStreamManager,
   name: string,
   def: BucketDefinition,
+  replicas: number,
 ): Promise<KV> {
-  const kv = await kvm.create(name, { ...def });
+  const kv = await kvm.create(name, { ...def, replicas });
   // Kvm.create only opens an existing bucket; bring its limits in line with the definition.
   const status = await kv.status();
   const config = status.streamInfo.config;
   const want = {
     max_msgs_per_subject: def.history,
     max_age: nanos(def.ttl ?? 0),
+    num_replicas: replicas,
   };
   if (config.storage !== def.storage) {
     throw new ResourceConflictError(
@@ -308,27 +326,38 @@ async function manager(nc: NatsConnection): Promise<JetStreamManager> {
  * Creates or updates every stream, bucket and object store, then returns handles on them. Idempotent: call it on
  * every start, from as many processes at once as you like.
  */
-export async function ensureResources(nc: NatsConnection): Promise<Resources> {
+export async function ensureResources(nc: NatsConnection, options: ResourceOptions = {}): Promise<Resources> {
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new RangeError(`replicas must be 1..5, got ${replicas}`);
+  }
   const jsm = await manager(nc);
   const js = jetstream(nc);
   const kvm = new Kvm(js);
   const objm = new Objm(js);
 
-  await Promise.all(Object.values(streamDefinitions).map((def) => ensureStream(jsm, def)));
+  await Promise.all(Object.values(definitionsFor(replicas)).map((def) => ensureStream(jsm, def)));
   const [jobs, studies, idempotency, workers, reputation, enrollments] = await Promise.all(
     (['jobs', 'studies', 'idempotency', 'workers', 'reputation', 'enrollments'] as const).map((key) =>
-      ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key]),
+      ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key], replicas),
     ),
   );
   const jobspecs = await objm.create(OBJECT_STORES.jobspecs, {
     description: 'Plurigrid jobs of each study as queued at submit',
     storage: StorageType.File,
+    replicas,
   });
+  // Objm.create only opens an existing store: bring its copies in line.
+  const objStream = `OBJ_${OBJECT_STORES.jobspecs}`;
+  if ((await jsm.streams.info(objStream)).config.num_replicas !== replicas) {
+    await jsm.streams.update(objStream, { num_replicas: replicas });
+  }
   const [results, events] = await Promise.all([
     js.streams.get(STREAMS.results),
     js.streams.get(STREAMS.events),
   ]);
   return {
+    replicas,
     js,
     jsm,
     streams: { results, events },

@@ -36,6 +36,9 @@ interface Running {
 }
 
 const encoder = new TextEncoder();
+/** How long, and how many, stored results a worker keeps advertising as `reported`. */
+const REPORTED_FOR_MS = 10 * 60_000;
+const MAX_REPORTED = 2048;
 const attemptKey = (jobId: string, attempt: number) => `${jobId}#${attempt}`;
 
 /**
@@ -45,6 +48,8 @@ const attemptKey = (jobId: string, attempt: number) => `${jobId}#${attempt}`;
  */
 export class WorkerAgent {
   private readonly running = new Map<string, Running>();
+  /** Attempts whose results are stored, and when (advertised for a while: the coordinator may not have read them). */
+  private readonly reported = new Map<string, number>();
   private readonly subs: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
   private connectionLog: StatusWatch | undefined;
@@ -155,11 +160,21 @@ export class WorkerAgent {
       price_per_cpu_s: this.config.price_per_cpu_s,
       offpeak: this.config.offpeak,
       running: [...this.running.keys()],
+      reported: this.recentlyReported(),
       draining: this.draining,
       at: Date.now(),
       interval_ms: this.config.heartbeatMs,
       version: this.config.version,
     };
+  }
+
+  private recentlyReported(): string[] {
+    const cutoff = Date.now() - REPORTED_FOR_MS;
+    for (const [key, at] of this.reported) {
+      if (at >= cutoff && this.reported.size <= MAX_REPORTED) break;
+      this.reported.delete(key); // oldest first: a Map keeps insertion order
+    }
+    return [...this.reported.keys()];
   }
 
   private async heartbeat(final = false): Promise<void> {
@@ -210,6 +225,9 @@ export class WorkerAgent {
       };
       this.running.set(key, running);
       running.done = this.execute(a, running)
+        .then(() => {
+          this.reported.set(key, Date.now());
+        })
         .catch((e) => this.log.error({ job_id: a.job.job_id, err: (e as Error).message }, 'result lost'))
         .finally(() => this.running.delete(key));
       return answer(true, null);

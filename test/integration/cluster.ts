@@ -11,6 +11,7 @@ import { ApiClient } from '../../src/coordinator/client.ts';
 import type { StudyStatus, SubmitRequest } from '../../src/models/api.ts';
 import { AuthStore, parseCredentials } from '../../src/transport/auth.ts';
 import { connectNats } from '../../src/transport/connect.ts';
+import { type NatsCluster, startCluster } from '../../src/transport/nats-cluster.ts';
 import { type EmbeddedNats, startEmbeddedNats } from '../../src/transport/nats-server.ts';
 import type { Role } from '../../src/transport/permissions.ts';
 
@@ -29,6 +30,8 @@ export const example = (name: string) =>
 export class Cluster {
   readonly dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-cluster-'));
   nats!: EmbeddedNats;
+  /** The cluster, when started with `nodes`. */
+  jetstream: NatsCluster | undefined;
   auth!: AuthStore;
   /** The test's client key: it owns the studies it submits. */
   user!: LoadedKey;
@@ -51,9 +54,23 @@ export class Cluster {
     return cluster;
   }
 
-  async start(): Promise<this> {
+  /** With `nodes`, a JetStream cluster of that many servers (`jetstream`) instead of one embedded server. */
+  /** The servers' URL(s), as `--nats` takes them. */
+  get url(): string {
+    return this.jetstream?.urls ?? this.nats.url;
+  }
+
+  async start({ nodes }: { nodes?: number } = {}): Promise<this> {
     this.auth = await AuthStore.open(this.dataDir, { create: true });
-    this.nats = await startEmbeddedNats({ dataDir: this.dataDir, config: await this.auth.serverConfig() });
+    if (nodes) {
+      this.jetstream = await startCluster({
+        dataDir: this.dataDir,
+        nodes,
+        config: await this.auth.serverConfig(),
+      });
+    } else {
+      this.nats = await startEmbeddedNats({ dataDir: this.dataDir, config: await this.auth.serverConfig() });
+    }
     this.user = await loadOrCreateUserKey(this.dataDir);
     this.nc = await this.connectAs('client', 'test-client', this.user.keyPair);
     this.admin = await this.connectAs('coordinator', 'test-admin');
@@ -78,7 +95,7 @@ export class Cluster {
   async connectAs(role: Role, name: string, kp: KeyPair = createUser()): Promise<NatsConnection> {
     const issued = await this.auth.credentials(role, kp);
     const creds = parseCredentials(new TextEncoder().encode(issued.creds));
-    return connectNats({ url: this.nats.url, name, creds });
+    return connectNats({ url: this.url, name, creds });
   }
 
   private spawnCli(args: string[], ready: RegExp): Promise<ChildProcess> {
@@ -107,7 +124,7 @@ export class Cluster {
 
   async startCoordinator(extra: string[] = []): Promise<ChildProcess> {
     this.coordinator = await this.spawnCli(
-      ['coordinator', '--nats', this.nats.url, '--data-dir', this.dataDir, '--log-level', 'warn', ...extra],
+      ['coordinator', '--nats', this.url, '--data-dir', this.dataDir, '--log-level', 'warn', ...extra],
       /coordinator ready/,
     );
     return this.coordinator;
@@ -119,7 +136,7 @@ export class Cluster {
       [
         ...workerArgv({
           name,
-          nats: this.nats.url,
+          nats: this.url,
           dataDir,
           executor: 'process',
           slots: 1,
@@ -143,7 +160,7 @@ export class Cluster {
     name: string,
     stake?: string,
   ) {
-    const args = [join(root, 'test', 'fixtures', 'adversary.ts'), mode, this.nats.url, name];
+    const args = [join(root, 'test', 'fixtures', 'adversary.ts'), mode, this.url, name];
     if (stake) args.push(stake);
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -214,6 +231,7 @@ export class Cluster {
     await this.nc?.close().catch(() => {});
     await this.admin?.close().catch(() => {});
     await this.nats?.stop();
+    await this.jetstream?.stop();
   }
 }
 
