@@ -1,6 +1,6 @@
 // Adversarial providers, each a real process (test/fixtures/adversary.ts) against a real coordinator, honest
 // workers and nats-server: what replication catches, what leases catch, and what a quorum cannot promise.
-import { createUser, type KeyPair } from '@nats-io/nkeys';
+import type { KeyPair } from '@nats-io/nkeys';
 import { afterEach, describe, expect, it } from 'vitest';
 import { summarizeProvenance, verifyStudy } from '../../src/cli/verify.ts';
 import { MICRO_PER_SIM } from '../../src/ledger/accounts.ts';

@@ -74,8 +74,8 @@ describe('a replicated JetStream cluster', () => {
       c.user.keyPair,
     );
     const progress = async () => (await c.api.status(submitted.study_id)).epochs.done;
-    let done = 0;
-    await until(async () => (done = await progress()) >= 1, 60_000, 'a first epoch', true);
+    await until(async () => (await progress()) >= 1, 60_000, 'a first epoch', true);
+    let done = await progress();
     // 1. The metadata leader.
     const metaLeader = (await meta(sys))!.leader!;
     expect(nodes.map((n) => n.name)).toContain(metaLeader);
