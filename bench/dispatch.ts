@@ -8,9 +8,12 @@
 //      comparison, the same jobs through the process executor alone;
 //  (c) Docker executor: per-container overhead and efficiency (epoch time measured inside the container / the
 //      job's wall time, container create → removed) for ~1-second epochs batched per job.
-// Prints a table and writes bench/results/dispatch.json. BENCH_JOBS sets the job count of (b) (default 10000),
-// BENCH_QUORUM the quorums (b) runs with 64 slots (default "1,2"; 2 and more are not adaptive), BENCH_DOCKER=0 skips
-// (c).
+//  (d) (a) and (b) unreplicated again on a 3-node JetStream cluster on loopback, every stream and bucket with 3
+//      replicas, beside the single-server figures of the same run.
+// Every server runs with authentication (per-role user JWTs, as deployed); the bench's client and coordinator speak
+// with the operator's rights, the workers with their own. Prints a table and writes bench/results/dispatch.json.
+// BENCH_JOBS sets the job count of (b) (default 10000), BENCH_QUORUM the quorums (b) runs with 64 slots (default
+// "1,2"; 2 and more are not adaptive), BENCH_DOCKER=0 skips (c), BENCH_CLUSTER=0 skips (d).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -25,7 +28,9 @@ import { Coordinator } from '../src/coordinator/coordinator.ts';
 import { serveApi } from '../src/coordinator/service.ts';
 import type { JobEvents, Verification } from '../src/models/api.ts';
 import { Scenario } from '../src/models/scenario.ts';
+import { AuthStore, type LoadedCredentials, parseCredentials } from '../src/transport/auth.ts';
 import { connectNats } from '../src/transport/connect.ts';
+import { startCluster } from '../src/transport/nats-cluster.ts';
 import { startEmbeddedNats } from '../src/transport/nats-server.ts';
 import { ensureResources } from '../src/transport/resources.ts';
 import { subjects } from '../src/transport/subjects.ts';
@@ -57,10 +62,15 @@ function trivialScenario() {
   return trivial;
 }
 
-async function rawJetStream(url: string) {
-  const nc = await connectNats({ url, name: 'bench-raw' });
+async function rawJetStream({ url, creds, replicas }: Bus) {
+  const nc = await connectNats({ url, name: 'bench-raw', creds: await creds() });
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: 'BENCH', subjects: ['bench.>'], storage: StorageType.File });
+  await jsm.streams.add({
+    name: 'BENCH',
+    subjects: ['bench.>'],
+    storage: StorageType.File,
+    num_replicas: replicas,
+  });
   await jsm.consumers.add('BENCH', { durable_name: 'bench', ack_policy: AckPolicy.Explicit });
   const js = jetstream(nc);
   const n = 20_000;
@@ -174,8 +184,7 @@ function spawnWorker(
  * runs every job on both workers: two provider identities, as replicas need distinct providers).
  */
 async function endToEnd(
-  url: string,
-  dataDir: string,
+  { url, dataDir, creds, replicas }: Bus,
   {
     slots,
     runners,
@@ -183,8 +192,8 @@ async function endToEnd(
     verification,
   }: { slots: number; runners: number; latency: boolean; verification: Verification },
 ) {
-  const nc = await connectNats({ url, name: 'bench-coordinator' });
-  const resources = await ensureResources(nc);
+  const nc = await connectNats({ url, name: 'bench-coordinator', creds: await creds() });
+  const resources = await ensureResources(nc, { replicas });
   const coordinator = new Coordinator(nc, resources, {
     image: 'plurigrid/grid-epoch:bench',
     log: pino({ level: 'error' }),
@@ -202,7 +211,7 @@ async function endToEnd(
       `quorum ${verification.quorum} needs as many providers, the workers are ${[...identities]}`,
     );
 
-  const client = await connectNats({ url, name: 'bench-client' });
+  const client = await connectNats({ url, name: 'bench-client', creds: await creds() });
   const api = new ApiClient(client, 60_000);
   const trivial = trivialScenario();
   const done = new Map<string, number>();
@@ -252,6 +261,7 @@ async function endToEnd(
   await client.close();
   await nc.close();
   return {
+    replicas,
     jobs: reply.jobs,
     quorum: verification.quorum,
     adaptive: verification.adaptive,
@@ -349,32 +359,71 @@ async function dockerEfficiency() {
   return rows;
 }
 
-/** Runs `fn` against a fresh embedded nats-server with its own store, so no phase sees another's state. */
-async function withServer<T>(fn: (url: string, dataDir: string) => Promise<T>): Promise<T> {
+/** A bus to measure on: its URL(s), the data dir with its operator keys, and the replicas its resources keep. */
+interface Bus {
+  url: string;
+  dataDir: string;
+  replicas: number;
+  /** Credentials with the operator's rights (the bench's coordinator, client and raw publisher). */
+  creds(): Promise<LoadedCredentials>;
+}
+
+/**
+ * Runs `fn` against a fresh embedded nats-server (or, with `nodes`, a loopback JetStream cluster with 3 replicas)
+ * with authentication and its own store, so no phase sees another's state. Workers started with `dataDir` get their
+ * own credentials from its operator keys.
+ */
+async function withServer<T>(fn: (bus: Bus) => Promise<T>, nodes = 0): Promise<T> {
   const dataDir = mkdtempSync(join(tmpdir(), 'plurigrid-bench-'));
-  const server = await startEmbeddedNats({ dataDir });
+  const auth = await AuthStore.open(dataDir, { create: true });
+  const config = await auth.serverConfig();
+  const creds = async () =>
+    parseCredentials(new TextEncoder().encode((await auth.credentials('coordinator')).creds));
+  if (nodes > 0) {
+    const cluster = await startCluster({ dataDir, nodes, config });
+    try {
+      return await fn({ url: cluster.urls, dataDir, replicas: 3, creds });
+    } finally {
+      await cluster.stop();
+    }
+  }
+  const server = await startEmbeddedNats({ dataDir, config });
   try {
-    return await fn(server.url, dataDir);
+    return await fn({ url: server.url, dataDir, replicas: 1, creds });
   } finally {
     await server.stop();
   }
 }
 
-const raw = await withServer((url) => rawJetStream(url));
+const raw = await withServer(rawJetStream);
 const e2eRuns: Awaited<ReturnType<typeof endToEnd>>[] = [];
 for (const quorum of QUORUMS) {
   const verification: Verification = { quorum, adaptive: false };
   e2eRuns.push(
-    await withServer((url, dir) =>
-      endToEnd(url, dir, { slots: 64, runners: 1, latency: true, verification }),
-    ),
+    await withServer((bus) => endToEnd(bus, { slots: 64, runners: 1, latency: true, verification })),
   );
 }
 const e2e = e2eRuns.find((r) => r.quorum === 1);
 const replicated = e2eRuns.find((r) => r.quorum === 2);
-const shallow = await withServer((url, dir) =>
-  endToEnd(url, dir, { slots: 8, runners: 1, latency: false, verification: { quorum: 1, adaptive: false } }),
+const shallow = await withServer((bus) =>
+  endToEnd(bus, { slots: 8, runners: 1, latency: false, verification: { quorum: 1, adaptive: false } }),
 );
+const clustered =
+  process.env.BENCH_CLUSTER === '0'
+    ? null
+    : {
+        raw: await withServer(rawJetStream, 3),
+        e2e: await withServer(
+          (bus) =>
+            endToEnd(bus, {
+              slots: 64,
+              runners: 1,
+              latency: true,
+              verification: { quorum: 1, adaptive: false },
+            }),
+          3,
+        ),
+      };
 const alone = await executorAlone(JOBS);
 const docker = await dockerEfficiency();
 
@@ -407,6 +456,21 @@ for (const run of e2eRuns) {
     `p50 ${run.p50_ms?.toFixed(1)} ms, p99 ${run.p99_ms?.toFixed(1)} ms`,
   ]);
 }
+if (clustered) {
+  t.push([
+    '(d) 3-node cluster, replicas 3: JetStream publish→consume',
+    `${clustered.raw.per_s.toFixed(0)} msg/s = ${((100 * clustered.raw.per_s) / raw.per_s).toFixed(1)} % of one server (p50 ${clustered.raw.p50_ms.toFixed(1)} ms, p99 ${clustered.raw.p99_ms.toFixed(1)} ms)`,
+  ]);
+  const one = clustered.e2e;
+  t.push([
+    `(d) 3-node cluster, replicas 3: trivial jobs end to end (quorum 1, 2 workers × 64 slots)`,
+    `${one.per_s.toFixed(0)} jobs/s${e2e ? ` = ${((100 * one.per_s) / e2e.per_s).toFixed(1)} % of one server` : ''}; one at a time p50 ${one.p50_ms?.toFixed(1)} ms, p99 ${one.p99_ms?.toFixed(1)} ms; CPU per job: ${Object.entries(
+      one.cpu_ms_per_job,
+    )
+      .map(([role, ms]) => `${role} ${ms.toFixed(2)} ms`)
+      .join(', ')}`,
+  ]);
+}
 for (const d of docker ?? []) {
   t.push([
     `(c) docker, ${d.epochs_per_job} × ${d.epoch_s.toFixed(2)} s epochs per job`,
@@ -418,7 +482,7 @@ console.log(t.toString());
 const out = new URL('./results/dispatch.json', import.meta.url);
 writeFileSync(
   out,
-  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e ?? null, end_to_end_replicated: replicated ?? null, end_to_end_shallow: shallow, executor_alone: alone, docker }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'dispatch', at: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, cores: cpus().length, raw_jetstream: raw, end_to_end: e2e ?? null, end_to_end_replicated: replicated ?? null, end_to_end_shallow: shallow, executor_alone: alone, docker, cluster_3_replicas_3: clustered }, null, 2)}\n`,
 );
 console.log('wrote bench/results/dispatch.json');
 process.exit(0);

@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { createUser } from '@nats-io/nkeys';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { AuthStore, parseCredentials } from '../transport/auth.ts';
-import { connectNats } from '../transport/connect.ts';
 import { ROLES, type Role } from '../transport/permissions.ts';
+import { revokeUser } from '../transport/revoke.ts';
 import { addConnectionOptions, type ConnectionFlags, clientUrl, tlsFiles } from './connection.ts';
 import { clientCredsFile, enroll, writeCredentials } from './credentials.ts';
 import { addKeyOptions, type KeyFlags, loadKeyFile, signerKey } from './keys.ts';
@@ -91,31 +91,7 @@ export function registerAuth(program: Command): void {
       .argument('<key>', 'the public user key (U…) to revoke', userKeyArg),
   ).action(async (key: string, opts: ConnectionFlags) => {
     const store = await AuthStore.open(opts.dataDir);
-    const accountJwt = await store.revoke(key);
-    // Pushed through the system account: every server of the cluster takes the new account JWT without a restart.
-    const sys = await store.systemCredentials();
-    const nc = await connectNats({
-      url: clientUrl(opts),
-      name: 'plurigrid-revoke',
-      firstConnectTimeoutMs: 10_000,
-      creds: { key: parseCredentials(sys).key, text: sys },
-      tls: tlsFiles(opts),
-    });
-    try {
-      const reply = await nc.request(`$SYS.REQ.ACCOUNT.${store.accountKey}.CLAIMS.UPDATE`, accountJwt, {
-        timeout: 5_000,
-      });
-      const body = JSON.parse(new TextDecoder().decode(reply.data)) as {
-        data?: { code?: number };
-        error?: { description?: string };
-      };
-      if (body.error || body.data?.code !== 200)
-        throw new Error(
-          `the server did not take the revocation: ${body.error?.description ?? JSON.stringify(body)}`,
-        );
-    } finally {
-      await nc.close();
-    }
+    await revokeUser(store, key, { url: clientUrl(opts), tls: tlsFiles(opts) });
     process.stdout.write(`revoked ${key}\n`);
   });
 

@@ -209,7 +209,7 @@ export async function openClient(
 export async function openServerSide(
   flags: ConnectionFlags & { replicas?: number },
   name: string,
-): Promise<Transport & { auth: AuthStore | undefined }> {
+): Promise<Transport & { auth: AuthStore | undefined; userKey: string | undefined }> {
   const dataDir = resolve(flags.dataDir);
   const embedded = !flags.nats;
   const auth =
@@ -236,7 +236,8 @@ export async function openServerSide(
   } catch (err) {
     refused(err, embedded);
   }
-  if (!transport.embedded) return { ...transport, auth };
+  const userKey = creds?.key;
+  if (!transport.embedded) return { ...transport, auth, userKey };
   await mkdir(dataDir, { recursive: true });
   const file = join(dataDir, URL_FILE);
   await writeFile(file, `${transport.url}\n`);
@@ -244,6 +245,7 @@ export async function openServerSide(
   return {
     ...transport,
     auth,
+    userKey,
     close: async () => {
       await rm(file, { force: true });
       await close();

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
@@ -6,14 +7,17 @@ import { systemClock } from '../coordinator/clock.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Enrollment } from '../coordinator/enrollment.ts';
 import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
+import { Leadership } from '../coordinator/leadership.ts';
 import { DEFAULT_TRUST } from '../coordinator/reputation.ts';
 import { serveApi } from '../coordinator/service.ts';
 import { Bank } from '../ledger/bank.ts';
 import { authorityOf, Journal } from '../ledger/journal.ts';
 import { logConnectionStatus } from '../transport/connect.ts';
+import { LEADER_TTL_MS } from '../transport/resources.ts';
+import { revokeUser } from '../transport/revoke.ts';
 import { VERSION } from '../version.ts';
 import { GRID_EPOCH_REPO } from '../worker/images.ts';
-import { addConnectionOptions, type ConnectionFlags, openServerSide } from './connection.ts';
+import { addConnectionOptions, type ConnectionFlags, openServerSide, tlsFiles } from './connection.ts';
 import { loadKeyFile } from './keys.ts';
 import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
@@ -47,12 +51,46 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
-export async function startCoordinator(opts: Options): Promise<RunningCoordinator> {
+export async function startCoordinator(
+  opts: Options,
+  hooks: { onStandby?: (holder: string | null) => void } = {},
+): Promise<RunningCoordinator> {
   const log = createLogger('coordinator', opts.logLevel);
   const transport = await openServerSide(opts, 'plurigrid-coordinator');
+  // One active coordinator: the others wait on the lease, then load the state as a restart does (leadership.ts).
+  const lease = new Leadership({
+    kv: transport.resources.kv.leader,
+    self: { holder: `${hostname()}:${process.pid}`, user_key: transport.userKey ?? null, since: Date.now() },
+    ttlMs: LEADER_TTL_MS,
+    log,
+    onStandby: hooks.onStandby,
+    // A coordinator on this machine that died (kill -9, a crash) gives its lease up now, not after the TTL.
+    gone: (h) => {
+      const [host, pid] = h.holder.split(':');
+      return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
+    },
+    onLost: () => {
+      // Fail-stop: whatever this process holds in memory may be stale; a supervisor restarts it as a standby.
+      process.exitCode = 1;
+      setImmediate(() => process.exit(1));
+    },
+  });
+  const { previous } = await lease.acquire();
+  if (previous?.user_key && previous.user_key !== transport.userKey && transport.auth) {
+    // Fence the previous leader at the server: its connection is closed and its writes refused from now on.
+    await revokeUser(transport.auth, previous.user_key, { url: transport.url, tls: tlsFiles(opts) }).then(
+      () => log.info({ holder: previous.holder }, 'revoked the previous coordinator'),
+      (e) => log.warn({ err: (e as Error).message }, 'could not revoke the previous coordinator'),
+    );
+  }
+  const fence = () => lease.check();
   // The ledger authority: the coordinator's own key signs every entry it appends, and only such entries count.
   const ledgerKey = await loadKeyFile(join(resolve(opts.dataDir), 'keys', 'ledger.nk'), { create: true });
-  const journal = await Journal.open(transport.resources, { log, authority: authorityOf(ledgerKey.keyPair) });
+  const journal = await Journal.open(transport.resources, {
+    log,
+    authority: authorityOf(ledgerKey.keyPair),
+    fence,
+  });
   const bank = new Bank({ journal, jsm: transport.resources.jsm, now: Date.now });
   await bank.genesis();
   const coordinator = new Coordinator(transport.nc, transport.resources, {
@@ -65,6 +103,7 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
     },
     leaseGraceMs: opts.leaseGraceS * 1000,
     trust: { ...DEFAULT_TRUST, trustAfter: opts.trustAfter },
+    fence,
     log,
   });
   const status = logConnectionStatus(transport.nc, log);
@@ -90,6 +129,7 @@ export async function startCoordinator(opts: Options): Promise<RunningCoordinato
     close: async () => {
       await service.stop().catch(() => {});
       await coordinator.stop();
+      await lease.release();
       status.stop();
       await transport.close();
     },
@@ -127,9 +167,22 @@ export function registerCoordinator(program: Command): void {
       )
       .addOption(logLevelOption()),
   ).action(async (opts: Options) => {
-    const running = await startCoordinator(opts);
+    const running = await startCoordinator(opts, {
+      onStandby: (holder) =>
+        process.stdout.write(`coordinator standby: ${holder ?? 'another coordinator'} holds the lease\n`),
+    });
     process.stdout.write(`coordinator ready; NATS at ${running.url}\n`);
     onShutdown(() => running.close());
     await new Promise(() => {});
   });
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return true; // unknown: assume it lives
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -51,6 +51,8 @@ export interface CoordinatorOptions {
   bank?: Bank;
   /** Where reputations are kept (default: KV `reputation`). */
   reputations?: ReputationStore;
+  /** Throws when this coordinator may no longer write (a standby took over; see leadership.ts). */
+  fence?: () => void;
   log: Logger;
 }
 
@@ -92,7 +94,7 @@ export class Coordinator {
     this.image = o.image;
     this.timer = o.timer ?? true;
     this.intake = o.intake ?? threadIntake();
-    this.store = new StateStore(resources, clock, o.log);
+    this.store = new StateStore(resources, clock, o.log, o.fence);
     this.registry = new WorkerRegistry({ clock, missedHeartbeats, log: o.log });
     this.events = new EventPublisher(nc, clock, (id) => this.store.study(id)?.owner);
     const outputs = new Outputs(resources, o.outputCacheBytes);

@@ -36,11 +36,14 @@ export class StateStore {
   private readonly r: StoreResources;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly fence: () => void;
 
-  constructor(resources: StoreResources, clock: Clock, log: Logger) {
+  /** `fence` throws when this coordinator may no longer write (a standby took over: leadership.ts). */
+  constructor(resources: StoreResources, clock: Clock, log: Logger, fence: () => void = () => {}) {
     this.r = resources;
     this.clock = clock;
     this.log = log;
+    this.fence = fence;
   }
 
   // ─── reads ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -147,7 +150,15 @@ export class StateStore {
 
   /** Serialised per record: its transitions never interleave. */
   private casUpdate<T>(what: string, fn: (rec: T) => T, ops: CasOps<T>): Promise<T | undefined> {
-    return this.serial(what, () => compareAndSet(what, fn, ops));
+    return this.serial(what, () =>
+      compareAndSet(what, fn, {
+        ...ops,
+        write: (next, rev) => {
+          this.fence();
+          return ops.write(next, rev);
+        },
+      }),
+    );
   }
 
   /**
@@ -155,6 +166,7 @@ export class StateStore {
    * cannot be written, the object is removed again, so nothing is left behind.
    */
   async createStudy(study: StudyRecord, jobs: readonly JobRecord[]): Promise<void> {
+    this.fence();
     await putStudyJobs(this.r, study.study_id, jobs);
     let rev: number;
     try {

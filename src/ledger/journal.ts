@@ -68,6 +68,8 @@ export interface JournalOptions {
    * (default 100). Several writers are safe but not fair; the ledger expects one main writer (the coordinator).
    */
   maxConflicts?: number;
+  /** Throws when this writer may no longer append (a standby coordinator took over). */
+  fence?: () => void;
 }
 
 /** Below this many messages to read, one direct get each beats setting up a consumer. */
@@ -153,6 +155,7 @@ export class Journal {
   readonly #log: JournalLog | undefined;
   readonly #maxConflicts: number;
   readonly #authority: Authority | undefined;
+  readonly #fence: (() => void) | undefined;
   readonly #state: LedgerState = emptyState();
   /** The stream sequence the state was built up to (the expectation of the next publish). */
   #streamSeq = 0;
@@ -169,6 +172,7 @@ export class Journal {
     this.#log = opts.log;
     this.#maxConflicts = opts.maxConflicts ?? 100;
     this.#authority = opts.authority;
+    this.#fence = opts.fence;
   }
 
   /** Ensures the LEDGER stream and replays all of it into a fresh state. */
@@ -266,6 +270,7 @@ export class Journal {
   }
 
   async #append(build: Builder): Promise<AppendResult> {
+    this.#fence?.();
     for (let conflicts = 0; ; conflicts++) {
       const built = build(this.#state);
       if (!built) return { status: 'skipped', op_id: null, seq: null };

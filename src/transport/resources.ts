@@ -14,6 +14,7 @@
  * | `reputation`     | KV           | per provider: its run of valid results, for adaptive replication          |
  * | `jobspecs`       | object store | per study, its jobs as queued at submit (written once, before the study)  |
  * | `enrollments`    | KV           | enrollment tokens used (one-time: a token's id is created once)           |
+ * | `leader`         | KV (ttl 6s)  | the coordinator lease: which coordinator is active (leadership.ts)        |
  *
  * {@link ensureResources} creates what is missing and updates what differs, and may run concurrently from several
  * processes and on every start.
@@ -50,6 +51,8 @@ export const RESULTS_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 export const EVENTS_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 /** A worker's entry in the `workers` bucket expires this long after its last heartbeat. */
 export const WORKERS_TTL_MS = 30 * 1000;
+/** The coordinator lease (KV `leader`) is gone this long after its last renewal: a standby then takes over. */
+export const LEADER_TTL_MS = 6 * 1000;
 /** A journal entry retried with the same `Nats-Msg-Id` (its op id) within this window is dropped by LEDGER. */
 export const LEDGER_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 
@@ -66,6 +69,7 @@ export const BUCKETS = {
   workers: 'workers',
   reputation: 'reputation',
   enrollments: 'enrollments',
+  leader: 'leader',
 } as const;
 export type BucketKey = keyof typeof BUCKETS;
 export const OBJECT_STORES = { jobspecs: 'jobspecs' } as const;
@@ -179,6 +183,12 @@ export const bucketDefinitions: Record<BucketKey, BucketDefinition> = {
     storage: StorageType.File,
     ttl: 0,
   },
+  leader: {
+    description: 'Plurigrid coordinator lease: one active coordinator, the others on standby',
+    history: 1,
+    storage: StorageType.File,
+    ttl: LEADER_TTL_MS,
+  },
 };
 
 /** How many copies a clustered JetStream keeps of each stream, bucket and object store (1 on a single server). */
@@ -202,7 +212,15 @@ export interface Resources {
   js: JetStreamClient;
   jsm: JetStreamManager;
   streams: { results: Stream; events: Stream };
-  kv: { jobs: KV; studies: KV; idempotency: KV; workers: KV; reputation: KV; enrollments: KV };
+  kv: {
+    jobs: KV;
+    studies: KV;
+    idempotency: KV;
+    workers: KV;
+    reputation: KV;
+    enrollments: KV;
+    leader: KV;
+  };
   jobspecs: ObjectStore;
 }
 
@@ -337,9 +355,9 @@ export async function ensureResources(nc: NatsConnection, options: ResourceOptio
   const objm = new Objm(js);
 
   await Promise.all(Object.values(definitionsFor(replicas)).map((def) => ensureStream(jsm, def)));
-  const [jobs, studies, idempotency, workers, reputation, enrollments] = await Promise.all(
-    (['jobs', 'studies', 'idempotency', 'workers', 'reputation', 'enrollments'] as const).map((key) =>
-      ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key], replicas),
+  const [jobs, studies, idempotency, workers, reputation, enrollments, leader] = await Promise.all(
+    (['jobs', 'studies', 'idempotency', 'workers', 'reputation', 'enrollments', 'leader'] as const).map(
+      (key) => ensureBucket(kvm, jsm, BUCKETS[key], bucketDefinitions[key], replicas),
     ),
   );
   const jobspecs = await objm.create(OBJECT_STORES.jobspecs, {
@@ -368,6 +386,7 @@ export async function ensureResources(nc: NatsConnection, options: ResourceOptio
       workers: workers!,
       reputation: reputation!,
       enrollments: enrollments!,
+      leader: leader!,
     },
     jobspecs,
   };

@@ -122,6 +122,19 @@ export class Cluster {
     });
   }
 
+  /** A coordinator process, ready when its stdout matches `ready` (`/coordinator standby/` for a standby). */
+  spawnCoordinator(ready: RegExp, extra: string[] = []): Promise<ChildProcess> {
+    return this.spawnCli(
+      ['coordinator', '--nats', this.url, '--data-dir', this.dataDir, '--log-level', 'info', ...extra],
+      ready,
+    );
+  }
+
+  /** Waits until `child`'s output matches `re`. */
+  waitForLog(child: ChildProcess, re: RegExp, timeoutMs: number): Promise<void> {
+    return until(() => re.test(this.log(child)), timeoutMs, `${re} in the output`);
+  }
+
   async startCoordinator(extra: string[] = []): Promise<ChildProcess> {
     this.coordinator = await this.spawnCli(
       ['coordinator', '--nats', this.url, '--data-dir', this.dataDir, '--log-level', 'warn', ...extra],

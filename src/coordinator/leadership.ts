@@ -1,0 +1,170 @@
+/**
+ * One active coordinator among several: a lease in KV `leader`, taken with `create` (only one can), kept with
+ * `update` on its revision every `renewMs`, and lost when it is not renewed within the bucket's TTL (the entry ages
+ * out). The revision that took the lease is the leader's **term**.
+ *
+ * Fencing, so a deposed leader that wakes up cannot write:
+ * - by itself: it writes only while its lease is surely still its own, i.e. within `ttl/2` of sending its last
+ *   successful renewal (the server's entry lives `ttl` from that renewal's write, which came later), measured on the
+ *   monotonic clock, so a pause of any length ends its writes (`check`);
+ * - by the server: a new leader revokes the previous leader's NATS user (each coordinator process connects as a user
+ *   of its own), so nats-server disconnects it and refuses its every write from then on, whatever its clock says.
+ */
+import type { KV } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { isConflict } from './cas.ts';
+
+export const LEASE_KEY = 'coordinator';
+
+/** What the lease says about its holder. */
+export const LeaseValue = z.strictObject({
+  /** The holding process (host and pid), for people. */
+  holder: z.string(),
+  /** The holder's NATS user key: what a successor revokes. */
+  user_key: z.string().nullable(),
+  /** ms since the epoch, the holder's clock, when it took the lease. */
+  since: z.number(),
+});
+export type LeaseValue = z.infer<typeof LeaseValue>;
+
+/** A write attempted by a coordinator that no longer surely holds the lease. Match on the class. */
+export class FencedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FencedError';
+  }
+}
+
+export interface LeadershipOptions {
+  kv: KV;
+  self: LeaseValue;
+  /** The bucket's TTL: a lease not renewed for this long is gone. */
+  ttlMs: number;
+  renewMs?: number;
+  /** How often a standby looks whether the lease is free. */
+  pollMs?: number;
+  log: Logger;
+  /** Called once when the lease is lost (a renewal refused or too late): the process must stop writing. */
+  onLost(reason: string): void;
+  /**
+   * Whether a holder is known to be gone (say, a dead process on this machine): its lease is then taken at once
+   * rather than after the TTL. Default: never known.
+   */
+  gone?(holder: LeaseValue): boolean;
+  /** Called once if another coordinator holds the lease when this one asks (it waits as a standby). */
+  onStandby?(holder: string | null): void;
+  /** Monotonic ms (default performance.now). */
+  now?: () => number;
+}
+
+export interface Term {
+  /** The KV revision that took the lease. */
+  term: number;
+  /** Who held it before, if anyone was seen holding it (to revoke). */
+  previous: LeaseValue | null;
+}
+
+export class Leadership {
+  private readonly o: LeadershipOptions;
+  private readonly now: () => number;
+  private revision = 0;
+  /** Monotonic time until which writes are allowed. */
+  private writableUntil = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+  private lost = false;
+  private stopped = false;
+
+  constructor(o: LeadershipOptions) {
+    this.o = o;
+    this.now = o.now ?? (() => performance.now());
+  }
+
+  /** Waits (as a standby) until this process holds the lease; resolves with its term. */
+  async acquire(signal?: AbortSignal): Promise<Term> {
+    const { kv, log } = this.o;
+    let previous: LeaseValue | null = null;
+    let waiting = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      const sentAt = this.now();
+      try {
+        this.revision = await kv.create(LEASE_KEY, JSON.stringify(this.o.self));
+        this.writableUntil = sentAt + this.o.ttlMs / 2;
+        this.timer = setInterval(() => void this.renew(), this.o.renewMs ?? Math.max(100, this.o.ttlMs / 6));
+        log.info({ term: this.revision, previous: previous?.holder ?? null }, 'took the coordinator lease');
+        return { term: this.revision, previous };
+      } catch (e) {
+        if (!isConflict(e)) throw e;
+      }
+      const held = await kv.get(LEASE_KEY).catch(() => null);
+      if (held?.operation === 'PUT') {
+        const v = LeaseValue.safeParse(safeJson(held.string()));
+        if (v.success) previous = v.data;
+        if (v.success && this.o.gone?.(v.data)) {
+          log.info({ holder: v.data.holder }, 'the lease holder is gone; taking over now');
+          await kv.delete(LEASE_KEY, { previousSeq: held.revision }).catch(() => {});
+          continue;
+        }
+        if (!waiting) {
+          waiting = true;
+          log.info({ holder: previous?.holder ?? null }, 'standby: another coordinator holds the lease');
+          this.o.onStandby?.(previous?.holder ?? null);
+        }
+      }
+      await new Promise((r) => setTimeout(r, this.o.pollMs ?? 250));
+    }
+  }
+
+  /** Throws a FencedError unless writes are still surely this leader's. */
+  check(): void {
+    if (this.lost || this.now() > this.writableUntil) {
+      this.loseOnce('the lease was not renewed in time');
+      throw new FencedError('this coordinator no longer holds the lease: it may not write');
+    }
+  }
+
+  get term(): number {
+    return this.revision;
+  }
+
+  private async renew(): Promise<void> {
+    if (this.lost || this.stopped) return;
+    const sentAt = this.now();
+    if (sentAt > this.writableUntil) {
+      this.loseOnce('the lease was not renewed in time (a pause, or the bus away)');
+      return;
+    }
+    try {
+      this.revision = await this.o.kv.update(LEASE_KEY, JSON.stringify(this.o.self), this.revision);
+      this.writableUntil = sentAt + this.o.ttlMs / 2;
+    } catch (e) {
+      if (isConflict(e)) this.loseOnce('another coordinator took the lease');
+      // Otherwise the bus is away: the next tick tries again, until the deadline says the lease is gone.
+    }
+  }
+
+  private loseOnce(reason: string): void {
+    if (this.lost) return;
+    this.lost = true;
+    clearInterval(this.timer);
+    this.o.log.error({ reason }, 'lost the coordinator lease');
+    this.o.onLost(reason);
+  }
+
+  /** Gives the lease up (a clean shutdown): a standby takes over at once instead of after the TTL. */
+  async release(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    if (this.lost || this.revision === 0) return;
+    await this.o.kv.delete(LEASE_KEY, { previousSeq: this.revision }).catch(() => {});
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
