@@ -141,13 +141,13 @@ const TLS_HINTS: Record<TlsRefusal, readonly string[]> = {
  */
 function refused(err: unknown, embedded = false): never {
   if (err instanceof NatsTlsError) {
-    const hints = [...TLS_HINTS[err.reason]];
-    if (embedded && err.reason === 'client-certificate') {
-      hints.push(
-        'the coordinator connects to its embedded server with --tls-cert: that certificate must allow client ' +
-          'authentication too (extendedKeyUsage serverAuth,clientAuth, or none)',
-      );
-    }
+    const hints =
+      embedded && err.reason === 'client-certificate'
+        ? [
+            'the coordinator connects to its embedded server with --tls-cert: that certificate must allow client ' +
+              'authentication too (extendedKeyUsage serverAuth,clientAuth, or none)',
+          ]
+        : TLS_HINTS[err.reason];
     throw new BusUnavailableError(err.message, hints, { cause: err });
   }
   if (err instanceof NatsUnreachableError) throw new BusUnavailableError(err.message, [], { cause: err });

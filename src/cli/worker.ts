@@ -9,7 +9,14 @@ import { createDockerExecutor, dockerAvailable } from '../worker/executors/docke
 import { createProcessExecutor } from '../worker/executors/process.ts';
 import { createWarmProcessExecutor } from '../worker/executors/process-pool.ts';
 import type { Executor } from '../worker/executors/types.ts';
-import { addConnectionOptions, type ConnectionFlags, clientUrl, openClient, tlsFiles } from './connection.ts';
+import {
+  addConnectionOptions,
+  type Connection,
+  type ConnectionFlags,
+  clientUrl,
+  openClient,
+  tlsFiles,
+} from './connection.ts';
 import { enroll, workerCredsFile } from './credentials.ts';
 import { createLogger, logLevelOption } from './log.ts';
 import { intOption } from './options.ts';
@@ -128,13 +135,17 @@ export async function startWorker(opts: Options): Promise<RunningWorker> {
     (line) => log.warn(line),
   );
   // A worker's NATS user is its worker key: a result signed by one key cannot arrive on another's connection.
-  const transport = await openClient(opts, `plurigrid-worker-${opts.name}`, {
-    role: 'worker',
-    keyPair,
-    saved,
-  });
+  let transport: Connection;
+  try {
+    transport = await openClient(opts, `plurigrid-worker-${opts.name}`, { role: 'worker', keyPair, saved });
+  } catch (err) {
+    // Its warm runners would keep the process alive after the error is reported.
+    await executor.close();
+    throw err;
+  }
   if (transport.creds && transport.creds.key !== identity.workerId) {
     await transport.close();
+    await executor.close();
     throw new Error(
       `--creds are for ${transport.creds.key}, but this worker's key is ${identity.workerId}: a worker connects as itself`,
     );
