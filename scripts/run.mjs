@@ -167,6 +167,7 @@ const tasks = {
   'bench:ledger': () => run(join(bin, 'node'), [join(root, 'bench', 'ledger.ts'), ...rest]),
   // Placement at 1,000–100,000 simulated workers with the coordinator's pure code: no NATS, no Docker.
   'bench:placement': () => run(join(bin, 'node'), [join(root, 'bench', 'placement.ts'), ...rest]),
+  'bench:failover': () => run(join(bin, 'node'), [join(root, 'bench', 'failover.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
     ensureDockerEngine() ? run(join(bin, 'node'), [join(root, 'scripts', 'images.ts'), ...rest]) : 1,

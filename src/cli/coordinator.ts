@@ -13,7 +13,8 @@ import { serveApi } from '../coordinator/service.ts';
 import { Bank } from '../ledger/bank.ts';
 import { authorityOf, Journal } from '../ledger/journal.ts';
 import { logConnectionStatus } from '../transport/connect.ts';
-import { LEADER_TTL_MS } from '../transport/resources.ts';
+import { BusMonitor } from '../transport/health.ts';
+import { LEADER_TTL_MS, STREAMS } from '../transport/resources.ts';
 import { revokeUser } from '../transport/revoke.ts';
 import { VERSION } from '../version.ts';
 import { GRID_EPOCH_REPO } from '../worker/images.ts';
@@ -84,6 +85,11 @@ export async function startCoordinator(
     );
   }
   const fence = () => lease.check();
+  let closing = false;
+  // A connection closed under us (a revoked user: a successor fenced us off) ends this coordinator too.
+  void transport.nc.closed().then(() => {
+    if (!closing) lease.lose('the NATS connection closed (revoked by a successor, or refused)');
+  });
   // The ledger authority: the coordinator's own key signs every entry it appends, and only such entries count.
   const ledgerKey = await loadKeyFile(join(resolve(opts.dataDir), 'keys', 'ledger.nk'), { create: true });
   const journal = await Journal.open(transport.resources, {
@@ -117,7 +123,17 @@ export async function startCoordinator(
       clock: systemClock,
       log,
     });
-  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, bank, enrollment);
+  const bus = new BusMonitor(transport.nc, transport.resources.jsm, Object.values(STREAMS), log);
+  bus.start();
+  const since = Date.now();
+  const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, {
+    bank,
+    enroll: enrollment,
+    health: () => ({
+      coordinator: { holder: `${hostname()}:${process.pid}`, term: lease.term, since },
+      bus: bus.snapshot(),
+    }),
+  });
   log.info(
     { nats: transport.url, embedded: transport.embedded, authenticated: transport.auth !== undefined },
     'coordinator listening',
@@ -127,8 +143,10 @@ export async function startCoordinator(
     url: transport.url,
     nc: transport.nc,
     close: async () => {
+      closing = true;
       await service.stop().catch(() => {});
       await coordinator.stop();
+      bus.stop();
       await lease.release();
       status.stop();
       await transport.close();

@@ -5,6 +5,7 @@ import { registerCluster } from './cluster.ts';
 import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
+import { registerHealth } from './health.ts';
 import { registerKeys } from './keys.ts';
 import { registerLedger } from './ledger.ts';
 import { registerResults } from './results.ts';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerAuth(program);
   registerCluster(program);
+  registerHealth(program);
   registerLedger(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();

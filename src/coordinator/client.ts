@@ -5,6 +5,7 @@ import { BalanceReply, JournalReply, PostingReply } from '../ledger/messages.ts'
 import { signRequest } from '../ledger/signed.ts';
 import {
   ErrorReply,
+  HealthReply,
   type JobProvenance,
   ListReply,
   ProvenanceReply,
@@ -77,6 +78,10 @@ export class ApiClient {
     if (!signer) return this.call('cancel', body, StudyStatus);
     const { action: _a, body: _b, ...auth } = signRequest(signer, 'cancel', body, now);
     return this.call('cancel', { ...body, auth }, StudyStatus);
+  }
+  /** Which coordinator answers, and its view of the bus. */
+  health() {
+    return this.call('health', {}, HealthReply);
   }
   /** Trades a one-time enrollment token for a user JWT of `key`. */
   enroll(req: EnrollRequest) {

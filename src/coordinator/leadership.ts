@@ -6,7 +6,9 @@
  * Fencing, so a deposed leader that wakes up cannot write:
  * - by itself: it writes only while its lease is surely still its own, i.e. within `ttl/2` of sending its last
  *   successful renewal (the server's entry lives `ttl` from that renewal's write, which came later), measured on the
- *   monotonic clock, so a pause of any length ends its writes (`check`);
+ *   monotonic clock, so a pause of any length ends its writes (`check`). A renewal that cannot get through (the bus
+ *   failing over) only suspends writes; one refused on its revision (someone else took the lease, or it lapsed)
+ *   loses it for good;
  * - by the server: a new leader revokes the previous leader's NATS user (each coordinator process connects as a user
  *   of its own), so nats-server disconnects it and refuses its every write from then on, whatever its clock says.
  */
@@ -69,11 +71,14 @@ export class Leadership {
   private readonly o: LeadershipOptions;
   private readonly now: () => number;
   private revision = 0;
+  private taken = 0;
   /** Monotonic time until which writes are allowed. */
   private writableUntil = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
   private lost = false;
   private stopped = false;
+  /** Past its write deadline without a renewal yet (logged once per spell). */
+  private suspended = false;
 
   constructor(o: LeadershipOptions) {
     this.o = o;
@@ -90,6 +95,7 @@ export class Leadership {
       const sentAt = this.now();
       try {
         this.revision = await kv.create(LEASE_KEY, JSON.stringify(this.o.self));
+        this.taken = this.revision;
         this.writableUntil = sentAt + this.o.ttlMs / 2;
         this.timer = setInterval(() => void this.renew(), this.o.renewMs ?? Math.max(100, this.o.ttlMs / 6));
         log.info({ term: this.revision, previous: previous?.holder ?? null }, 'took the coordinator lease');
@@ -119,32 +125,64 @@ export class Leadership {
   /** Throws a FencedError unless writes are still surely this leader's. */
   check(): void {
     if (this.lost || this.now() > this.writableUntil) {
-      this.loseOnce('the lease was not renewed in time');
-      throw new FencedError('this coordinator no longer holds the lease: it may not write');
+      if (!this.lost && !this.suspended) {
+        this.suspended = true;
+        this.o.log.warn({}, 'lease not renewed in time: no writes until it is');
+      }
+      throw new FencedError('this coordinator does not surely hold the lease now: it may not write');
     }
+    this.suspended = false;
   }
 
+  /** The revision that took the lease (again, after a lapse nobody else used). */
   get term(): number {
-    return this.revision;
+    return this.taken;
   }
 
   private async renew(): Promise<void> {
     if (this.lost || this.stopped) return;
     const sentAt = this.now();
-    if (sentAt > this.writableUntil) {
-      this.loseOnce('the lease was not renewed in time (a pause, or the bus away)');
-      return;
-    }
     try {
       this.revision = await this.o.kv.update(LEASE_KEY, JSON.stringify(this.o.self), this.revision);
+      if (sentAt > this.writableUntil)
+        this.o.log.info({ term: this.revision }, 'lease renewed: writing again');
       this.writableUntil = sentAt + this.o.ttlMs / 2;
     } catch (e) {
-      if (isConflict(e)) this.loseOnce('another coordinator took the lease');
-      // Otherwise the bus is away: the next tick tries again, until the deadline says the lease is gone.
+      if (isConflict(e)) await this.retake(sentAt);
+      // Otherwise the bus is away (a stream changing leader takes seconds): `check` refuses writes once the deadline
+      // passes, and the next renewal that gets through on our revision proves nobody held the lease meanwhile.
     }
   }
 
-  private loseOnce(reason: string): void {
+  /**
+   * The lease is not ours on our revision: taken by another, or aged out while the bus was away (a failover longer
+   * than the TTL). Taking it again is safe only if nobody held it meanwhile: the bucket's sequence counts every
+   * lease write, so a fresh `create` that lands right after our last write (revision + 1) proves nobody did, and what
+   * this process holds in memory is current. Anything else loses the lease for good.
+   */
+  private async retake(sentAt: number): Promise<void> {
+    try {
+      const rev = await this.o.kv.create(LEASE_KEY, JSON.stringify(this.o.self));
+      if (rev === this.revision + 1) {
+        this.revision = rev;
+        this.taken = rev;
+        this.writableUntil = sentAt + this.o.ttlMs / 2;
+        this.o.log.warn(
+          { term: rev },
+          'the lease lapsed while the bus was away; taken again (nobody held it meanwhile)',
+        );
+        return;
+      }
+      await this.o.kv.delete(LEASE_KEY, { previousSeq: rev }).catch(() => {});
+      this.lose('the lease lapsed and was held by another coordinator meanwhile');
+    } catch (e) {
+      if (isConflict(e)) this.lose('another coordinator took the lease');
+      // The bus is away again: the next renewal tries again.
+    }
+  }
+
+  /** Gives up for good (the lease taken by another, the connection closed): `onLost` stops the process. */
+  lose(reason: string): void {
     if (this.lost) return;
     this.lost = true;
     clearInterval(this.timer);

@@ -14,6 +14,8 @@ import {
 import {
   CancelRequest,
   type ErrorReply,
+  HealthReply,
+  HealthRequest,
   ListReply,
   ListRequest,
   ProvenanceReply,
@@ -60,13 +62,21 @@ function schemaMetadata(request: z.ZodType, reply: z.ZodType): Record<string, st
  * counted by `$SRV.STATS`, with an HTTP-like code) whose payload is an ErrorReply naming each bad path, so a bad
  * request never costs the coordinator more than a reply.
  */
+export interface ApiExtras {
+  /** The SIM ledger's endpoints (none: only free studies). */
+  bank?: Bank;
+  /** Enrollment with one-time tokens (where the operator keys are at hand). */
+  enroll?: Enrollment;
+  /** The `health` endpoint's answer. */
+  health?: () => HealthReply;
+}
+
 export async function serveApi(
   nc: NatsConnection,
   api: StudyApi,
   version: string,
   log: Logger,
-  bank?: Bank,
-  enroll?: Enrollment,
+  { bank, enroll, health }: ApiExtras = {},
 ) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
@@ -104,6 +114,7 @@ export async function serveApi(
     api.provenance(r.study_id, r.offset, r.limit, r.signatures, who),
   );
   if (enroll) endpoint('enroll', EnrollRequest, EnrollReply, (r) => enroll.redeem(r));
+  if (health) endpoint('health', HealthRequest, HealthReply, () => health());
   if (bank) {
     // Signed requests are checked by the bank itself (their body schema depends on the action).
     endpoint('balance', BalanceRequest, BalanceReply, (r) => bank.balanceOf(r.key));

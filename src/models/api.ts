@@ -376,3 +376,37 @@ export const ProvenanceReply = z.strictObject({
   next_offset: z.number().int().nullable(),
 });
 export type ProvenanceReply = z.infer<typeof ProvenanceReply>;
+
+/** One stream as the coordinator last saw it (transport/health.ts). */
+export const StreamHealth = z.strictObject({
+  name: z.string(),
+  ok: z.boolean(),
+  replicas: z.number().int(),
+  /** Replicas current with the leader, the leader included (replicas on a single server: 1). */
+  current: z.number().int(),
+  leader: z.string().nullable(),
+  messages: z.number().int().nullable(),
+  error: z.string().nullable(),
+  /** ms since the epoch when it was last seen change between ok and not. */
+  since: z.number(),
+});
+export type StreamHealth = z.infer<typeof StreamHealth>;
+
+export const BusHealth = z.strictObject({
+  connected: z.boolean(),
+  /** The server this process is connected to. */
+  server: z.string().nullable(),
+  /** Servers of the cluster the connection knows. */
+  servers: z.array(z.string()),
+  streams: z.array(StreamHealth),
+  checked_at: z.number(),
+});
+export type BusHealth = z.infer<typeof BusHealth>;
+
+export const HealthRequest = z.strictObject({});
+/** The `health` endpoint: which coordinator answers, and the bus as it sees it. */
+export const HealthReply = z.strictObject({
+  coordinator: z.strictObject({ holder: z.string(), term: z.number().int(), since: z.number() }),
+  bus: BusHealth,
+});
+export type HealthReply = z.infer<typeof HealthReply>;

@@ -30,7 +30,16 @@ export interface Rights {
 }
 
 /** Endpoints that only read (the dashboard's share of the API). */
-export const READ_OPS = ['status', 'list', 'results', 'workers', 'provenance', 'balance', 'ledger'] as const;
+export const READ_OPS = [
+  'status',
+  'list',
+  'results',
+  'workers',
+  'provenance',
+  'balance',
+  'ledger',
+  'health',
+] as const;
 
 const USER_KEY = /^U[A-Z2-7]{55}$/;
 

@@ -41,6 +41,7 @@ export const API_OPS = [
   'unstake',
   'ledger',
   'enroll',
+  'health',
 ] as const;
 export type ApiOp = (typeof API_OPS)[number];
 

@@ -114,6 +114,16 @@ describe('a replicated JetStream cluster', () => {
     await byName(leader).start();
     await until(() => healed(sys!, admin), 60_000, 'the second restarted node to catch up', true);
 
+    // The coordinator's view of the bus (`plurigrid health`) shows every stream back with its three replicas.
+    await until(
+      async () => {
+        const h = await c.api.health();
+        return h.bus.connected && h.bus.streams.every((s) => s.ok && s.replicas === 3 && s.current === 3);
+      },
+      30_000,
+      'health to show every stream with 3 current replicas',
+      true,
+    );
     const final = await c.waitForStudy(submitted.study_id, 180_000);
     expect(final.state, JSON.stringify(final.failures.slice(0, 3))).toBe('done');
     expect(final.epochs).toMatchObject({ total: 40, done: 40 });
