@@ -15,7 +15,7 @@
 // Prints a table and writes bench/results/placement.json. Environment: BENCH_WORKERS (comma list,
 // "1000,10000,100000"), BENCH_JOBS (1000000), BENCH_SCAN (10000), BENCH_ROUNDS (40), BENCH_MEAN_ROUNDS (50),
 // BENCH_SEED (1).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import Table from 'cli-table3';
 import { seededDraw } from '../src/coordinator/candidates.ts';
@@ -42,7 +42,7 @@ import {
 import { ROUND_BUDGET } from '../src/coordinator/scheduler.ts';
 import { type Job, ResourceLimits } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
-import { Scenario } from '../src/models/scenario.ts';
+import { templateJob } from './template-job.ts';
 
 const num = (name: string, fallback: number) => {
   const v = process.env[name];
@@ -132,25 +132,7 @@ function fleet(n: number, seed: number): Provider[] {
 }
 
 /** One grid epoch shared by every job (only ids, image, limits and terms differ): placement reads no more. */
-const template: Job = {
-  job_id: 'template',
-  study_id: 'template',
-  image: IMAGES[0]!,
-  input_digest: '0'.repeat(64),
-  epochs: [
-    {
-      epoch_id: '0'.repeat(16),
-      subset: 0,
-      run: 1,
-      params: {},
-      scenario: Scenario.parse(
-        JSON.parse(readFileSync(new URL('../examples/suburb-summer.json', import.meta.url), 'utf8')),
-      ),
-    },
-  ],
-  limits: ResourceLimits.parse({}),
-  priority: 0,
-};
+const template = templateJob(IMAGES[0]!);
 
 /**
  * The queue: studies of 1,000 jobs, quorum 2 (80 % adaptive), 40 % paying at most 0.004 SIM per CPU-second (some

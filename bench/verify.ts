@@ -23,7 +23,7 @@
 // BENCH_THREADS (scenarios run in parallel, one per core; 0: on the main thread), and a policy grid:
 // BENCH_TRUST_AFTER and BENCH_MIN_AUDIT (comma lists; either one adds every other combination, written to
 // verify-grid.json).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import Table from 'cli-table3';
@@ -53,9 +53,8 @@ import {
   trusted,
 } from '../src/coordinator/reputation.ts';
 import { ProviderStanding } from '../src/coordinator/standing.ts';
-import { type Job, ResourceLimits } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
-import { Scenario } from '../src/models/scenario.ts';
+import { templateJob } from './template-job.ts';
 
 const TARGET_OVERHEAD = 1.15;
 const TARGET_WRONG = 0.001;
@@ -113,25 +112,7 @@ const STEP_MS = 1000;
 const TRUE_DIGEST = 'true-output';
 
 /** One job's spec, shared by every simulated job (only its ids differ): placement reads its limits and image. */
-const template: Job = {
-  job_id: 'template',
-  study_id: 'template',
-  image: 'sha256:bench',
-  input_digest: '0'.repeat(64),
-  epochs: [
-    {
-      epoch_id: '0'.repeat(16),
-      subset: 0,
-      run: 1,
-      params: {},
-      scenario: Scenario.parse(
-        JSON.parse(readFileSync(new URL('../examples/suburb-summer.json', import.meta.url), 'utf8')),
-      ),
-    },
-  ],
-  limits: ResourceLimits.parse({}),
-  priority: 0,
-};
+const template = templateJob('sha256:bench');
 
 interface Provider {
   id: string;
