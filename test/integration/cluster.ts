@@ -216,6 +216,25 @@ export class Cluster {
     return this.api.submit({ verification: { quorum: 1, adaptive: true }, ...req });
   }
 
+  /**
+   * A paid study for fault tests: `runs` × 2 heavy epochs (1,500 households, a fraction of a second each), every job
+   * on both workers (quorum 2), its budget escrowed from the test client's key (given SIM from the faucet).
+   */
+  async submitPaidStudy(runs = 20) {
+    await this.api.ledgerOp('faucet', {}, this.user.keyPair);
+    const req = smallStudy(runs);
+    (req.study!.scenario as { community: { size: number } }).community.size = 1500;
+    return this.api.submitSigned(
+      { ...req, verification: { quorum: 2, adaptive: false }, budget: '50', max_price: 1 },
+      this.user.keyPair,
+    );
+  }
+
+  /** Epochs of a study done so far. */
+  async epochsDone(studyId: string): Promise<number> {
+    return (await this.api.status(studyId)).epochs.done;
+  }
+
   /** Polls the study until it leaves `running` (the coordinator may be down for a while: errors are retried). */
   async waitForStudy(studyId: string, timeoutMs = 60_000): Promise<StudyStatus> {
     let last: StudyStatus | undefined;

@@ -9,7 +9,7 @@ import { parseCredentials } from '../../src/transport/auth.ts';
 import { connectNats } from '../../src/transport/connect.ts';
 import type { ClusterNode } from '../../src/transport/nats-cluster.ts';
 import { STREAMS } from '../../src/transport/resources.ts';
-import { Cluster, smallStudy, until } from './cluster.ts';
+import { Cluster, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;
 let sys: NatsConnection | undefined;
@@ -66,14 +66,10 @@ describe('a replicated JetStream cluster', () => {
     });
 
     // Paid work, so the ledger has escrow, payments and a refund to balance.
-    await c.api.ledgerOp('faucet', {}, c.user.keyPair);
-    const req = smallStudy(20);
-    (req.study!.scenario as { community: { size: number } }).community.size = 1500;
-    const submitted = await c.api.submitSigned(
-      { ...req, verification: { quorum: 2, adaptive: false }, budget: '50', max_price: 1 },
-      c.user.keyPair,
-    );
-    const progress = async () => (await c.api.status(submitted.study_id)).epochs.done;
+
+    const submitted = await c.submitPaidStudy(20);
+
+    const progress = () => c.epochsDone(submitted.study_id);
     await until(async () => (await progress()) >= 1, 60_000, 'a first epoch', true);
     let done = await progress();
     // 1. The metadata leader.

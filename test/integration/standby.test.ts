@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { balanceSum } from '../../src/cli/ledger.ts';
 import { LEADER_TTL_MS } from '../../src/transport/resources.ts';
-import { Cluster, smallStudy, until } from './cluster.ts';
+import { Cluster, until } from './cluster.ts';
 
 let cluster: Cluster | undefined;
 
@@ -25,14 +25,11 @@ describe('a standby coordinator', () => {
     await c.startWorker('b', ['--slots', '2']);
     await c.waitForWorkers(2);
 
-    await c.api.ledgerOp('faucet', {}, c.user.keyPair);
-    const req = smallStudy(20);
-    (req.study!.scenario as { community: { size: number } }).community.size = 1500;
-    const submitted = await c.api.submitSigned(
-      { ...req, verification: { quorum: 2, adaptive: false }, budget: '50', max_price: 1 },
-      c.user.keyPair,
-    );
-    const progress = async () => (await c.api.status(submitted.study_id)).epochs.done;
+    // Paid work, so the ledger has escrow, payments and a refund to balance.
+
+    const submitted = await c.submitPaidStudy(20);
+
+    const progress = () => c.epochsDone(submitted.study_id);
     await until(async () => (await progress()) >= 2, 60_000, 'epochs done', true);
 
     // 1. kill -9 the active coordinator: the standby takes over (on this machine it sees the holder is dead).
