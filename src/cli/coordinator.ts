@@ -127,6 +127,7 @@ export async function startCoordinator(
   bus.start();
   const since = Date.now();
   const service = await serveApi(transport.nc, coordinator.studies, VERSION, log, {
+    authenticated: transport.userKey !== undefined,
     bank,
     enroll: enrollment,
     health: () => ({

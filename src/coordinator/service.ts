@@ -36,6 +36,7 @@ import { API_GROUP, API_SERVICE_NAME, type ApiOp } from '../transport/subjects.t
 import { type Enrollment, EnrollReply, EnrollRequest } from './enrollment.ts';
 import { ApiError, errorCode, SERVICE_ERROR_NUMBERS } from './errors.ts';
 import type { StudyApi } from './studies.ts';
+import { ANONYMOUS } from './studies.ts';
 
 const decoder = new TextDecoder();
 
@@ -69,6 +70,12 @@ export interface ApiExtras {
   enroll?: Enrollment;
   /** The `health` endpoint's answer. */
   health?: () => HealthReply;
+  /**
+   * The bus authenticates its users (each replies only on its own `_INBOX.<key>.`): then a reply to any other inbox
+   * has no reader the coordinator knows, and gets only what anyone may read. Without authentication nobody can be
+   * told apart and nothing is checked.
+   */
+  authenticated?: boolean;
 }
 
 export async function serveApi(
@@ -76,7 +83,7 @@ export async function serveApi(
   api: StudyApi,
   version: string,
   log: Logger,
-  { bank, enroll, health }: ApiExtras = {},
+  { bank, enroll, health, authenticated = false }: ApiExtras = {},
 ) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
@@ -94,7 +101,16 @@ export async function serveApi(
       metadata: schemaMetadata(schema, reply),
       handler: (err, msg) => {
         if (err) return;
-        respond(msg, op, schema, handle, log).then(
+        // Only ever answer to an inbox. The coordinator may publish anywhere, so a reply subject chosen by a client
+        // (`$JS.API.STREAM.DELETE.…`, a worker's results subject) would make it a confused deputy.
+        if (!msg.reply?.startsWith('_INBOX.')) {
+          log.warn(
+            { op, reply: msg.reply?.slice(0, 200) ?? null },
+            'request without an inbox to answer ignored',
+          );
+          return;
+        }
+        respond(msg, op, schema, handle, log, authenticated).then(
           (failed) => failed && countError(service, op, failed),
           (e) => log.error({ op, err: (e as Error).message }, 'reply not sent'),
         );
@@ -136,12 +152,14 @@ async function respond<S extends z.ZodType>(
   schema: S,
   handle: (req: z.output<S>, raw: unknown, requester: string | null) => unknown,
   log: Logger,
+  authenticated: boolean,
 ): Promise<Error | undefined> {
   try {
     // Depth-checked: a body nested thousands deep is bad input, not a stack overflow somewhere inside.
     const body = msg.data.length > 0 ? parseJsonInput(decoder.decode(msg.data), `invalid ${op} request`) : {};
     const req = parseInput(schema, body, `invalid ${op} request`);
-    msg.respond(JSON.stringify(await handle(req, body, inboxOwner(msg.reply))));
+    const who = authenticated ? (inboxOwner(msg.reply) ?? ANONYMOUS) : null;
+    msg.respond(JSON.stringify(await handle(req, body, who)));
     return undefined;
   } catch (e) {
     const reply = errorReply(e);

@@ -117,7 +117,7 @@ export class StudyService implements StudyApi {
       const { auth: _auth, ...body } = raw as Record<string, unknown>;
       verifyRequest({ ...req.auth, action: 'submit', body }, 'submit', clock.now(), this.nonces);
     }
-    const owner = req.auth?.key ?? requester;
+    const owner = req.auth?.key ?? (requester === ANONYMOUS ? null : requester);
     const key = req.idempotency_key ? createHash('sha256').update(req.idempotency_key).digest('hex') : null;
     if (key) {
       const seen = await this.keys.reply(key);
@@ -433,10 +433,12 @@ export class StudyService implements StudyApi {
   }
 }
 
+/** A reader on an authenticated bus whose inbox names no key: it may read only what nobody owns. */
+export const ANONYMOUS = 'anonymous';
+
 /**
- * Whether a reply about `study` may go to `reader`. A reader with no key in its inbox is nobody a server with
- * authentication lets listen (only the coordinator may subscribe to such an inbox), and anyone on a server without:
- * either way the answer is no secret worth keeping from it.
+ * Whether a reply about `study` may go to `reader`: the owner's key, {@link ANONYMOUS}, or null on a bus without
+ * authentication, where nobody can be told apart (anyone may subscribe to anything) and nothing is checked.
  */
 function mayRead(study: StudyRecord, reader: string | null): boolean {
   return study.owner === null || reader === null || reader === study.owner;

@@ -141,6 +141,32 @@ describe('studies belong to their owner', () => {
     expect((await cluster.api.list()).studies.map((s) => s.study_id)).toContain(submitted.study_id);
     await cluster.waitForStudy(submitted.study_id);
   }, 60_000);
+
+  it('the coordinator answers only to inboxes: a reply subject a forger listens on, or a JetStream command, gets nothing', async () => {
+    const submitted = await cluster.submit({
+      scenario: (await import('./cluster.ts')).example('suburb-summer'),
+    });
+    const forger = await as('client');
+    const leaked: string[] = [];
+    forger.nc.subscribe(subjects.eventsOf('public'), {
+      callback: (_e, m) => {
+        leaked.push(m.string());
+      },
+    });
+    await forger.nc.flush();
+    const body = JSON.stringify({ study_id: submitted.study_id });
+    forger.nc.publish(subjects.api('status'), body, { reply: 'plurigrid.events.public.leak' });
+    // Were the coordinator a confused deputy, its answer would delete the stream.
+    forger.nc.publish(subjects.api('status'), body, { reply: `$JS.API.STREAM.DELETE.${STREAMS.results}` });
+    // A request of its own afterwards: once answered, the two before it (same connection, in order) were handled.
+    await new ApiClient(forger.nc, 10_000).list();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(leaked).toEqual([]);
+    const jsm = await jetstreamManager(cluster.admin);
+    expect((await jsm.streams.info(STREAMS.results)).config.name).toBe(STREAMS.results);
+    const ignored = cluster.log(cluster.coordinator!).match(/request without an inbox to answer ignored/g);
+    expect(ignored).toHaveLength(2);
+  }, 30_000);
 });
 
 describe('enrollment and revocation', () => {
