@@ -101,7 +101,8 @@ export class Leadership {
         log.info({ term: this.revision, previous: previous?.holder ?? null }, 'took the coordinator lease');
         return { term: this.revision, previous };
       } catch (e) {
-        if (!isConflict(e)) throw e;
+        // The bus away (a failover, a restart) is no reason for a standby to give up: it asks again.
+        if (!isConflict(e)) log.warn({ err: (e as Error).message }, 'cannot reach the lease yet; retrying');
       }
       const held = await kv.get(LEASE_KEY).catch(() => null);
       if (held?.operation === 'PUT') {
