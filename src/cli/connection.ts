@@ -170,19 +170,17 @@ export async function openClient(
   as?: ConnectAs,
 ): Promise<Connection> {
   const url = clientUrl(flags);
-  const who = as ?? {
-    role: 'client' as const,
-    keyPair: flags.creds ? undefined : (await signerKey({ ...flags, dataDir: flags.dataDir })).keyPair,
-    saved: clientCredsFile(flags.dataDir),
-  };
-  const creds =
-    flags.creds && !as
-      ? await loadCredentials(flags.creds)
-      : await credentialsFor(who.role, who.keyPair!, {
-          explicit: flags.creds,
-          saved: who.saved,
-          dataDir: flags.dataDir,
-        });
+  const where = { explicit: flags.creds, dataDir: flags.dataDir };
+  let creds: LoadedCredentials | undefined;
+  if (as) creds = await credentialsFor(as.role, as.keyPair, { ...where, saved: as.saved });
+  else if (flags.creds) creds = await loadCredentials(flags.creds);
+  else {
+    const signer = await signerKey(flags as KeyFlags);
+    creds = await credentialsFor('client', signer.keyPair, {
+      ...where,
+      saved: clientCredsFile(flags.dataDir),
+    });
+  }
   let nc: NatsConnection;
   try {
     nc = await connectNats({ url, name, firstConnectTimeoutMs: 10_000, creds, tls: tlsFiles(flags) });
