@@ -49,6 +49,21 @@ class Server {
 
 const lastSeq = async (r: Resources) => (await r.jsm.streams.info(STREAMS.ledger)).state.last_seq;
 
+/** A well-formed transfer of `amount` from A's key to D's: what a thief would try to slip into the journal. */
+function theftOf(opId: string, amount: number): Posting {
+  return {
+    op_id: opId,
+    kind: 'transfer',
+    entries: [
+      { account: keyAccount(A), amount: -amount },
+      { account: keyAccount(D), amount },
+    ],
+    at: NOW,
+    memo: null,
+    refs: {},
+  };
+}
+
 describe('ledger journal on JetStream', () => {
   const server = new Server();
   let r1: Resources;
@@ -205,17 +220,7 @@ describe('ledger journal verification', () => {
 
     const s = j.state;
     const good = (p: Posting) => chainEntry(s.lastSeq, s.lastHash, p);
-    const theft: Posting = {
-      op_id: 't:2',
-      kind: 'transfer',
-      entries: [
-        { account: keyAccount(A), amount: -sim(90) },
-        { account: keyAccount(D), amount: sim(90) },
-      ],
-      at: NOW,
-      memo: null,
-      refs: {},
-    };
+    const theft = theftOf('t:2', sim(90));
     // 1. A bad hash: the posting changed after hashing.
     const tampered = good(theft);
     tampered.posting = { ...theft, entries: theft.entries.map((e) => ({ ...e, amount: e.amount * 2 })) };
@@ -259,17 +264,7 @@ describe('ledger journal verification', () => {
     await j.append(mint(keyAccount(A), sim(50), 'm:auth', NOW));
     const s = j.state;
     // Perfectly chained and balanced, moving A's SIM to D — but signed by nobody (or by another key).
-    const theft: Posting = {
-      op_id: 't:auth',
-      kind: 'transfer',
-      entries: [
-        { account: keyAccount(A), amount: -sim(50) },
-        { account: keyAccount(D), amount: sim(50) },
-      ],
-      at: NOW,
-      memo: null,
-      refs: {},
-    };
+    const theft = theftOf('t:auth', sim(50));
     const unsigned = await forge(chainEntry(s.lastSeq, s.lastHash, theft));
     const other = authorityOf(createUser());
     const entry = chainEntry(s.lastSeq, s.lastHash, { ...theft, op_id: 't:auth2' });
