@@ -165,6 +165,8 @@ export async function startWorker(opts: Options): Promise<RunningWorker> {
       labels: opts.labels,
       price_per_cpu_s: opts.price,
       offpeak: [],
+      tz: 'UTC',
+      offpeak_price_per_cpu_s: null,
       heartbeatMs: opts.heartbeatMs,
       version: VERSION,
     },

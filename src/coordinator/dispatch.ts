@@ -113,7 +113,8 @@ export class Dispatcher {
       const assignments: Assignment[] = [];
       for (const rec of leased) {
         const e = rec?.executions.find((x) => x.worker_id === workerId && x.ended === null);
-        if (rec && e) assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until });
+        if (rec && e)
+          assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until, preempts: [] });
       }
       this.d.flushEvents(); // in the same socket write as the request
       for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {

@@ -144,6 +144,7 @@ export function buildSubmission(
       payer: budget > 0 ? (req.auth?.key ?? null) : null,
       owner: null,
       max_price: maxPrice,
+      public_good: null,
     },
     jobs,
   };

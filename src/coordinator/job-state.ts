@@ -52,6 +52,8 @@ export interface JobTerms {
   max_results: number;
   adaptive: boolean;
   max_price: number | null;
+  /** A public-goods study's job (see JobRecord). */
+  public_good?: boolean;
 }
 
 /** One unreplicated execution, nothing paid: how jobs ran before verification by replication. */
@@ -85,6 +87,7 @@ export function newJobRecord(
     max_results: Math.max(terms.quorum, terms.max_results),
     adaptive: terms.adaptive,
     max_price: terms.max_price,
+    public_good: terms.public_good ?? false,
     result: null,
     reason: null,
     updated_at: now,

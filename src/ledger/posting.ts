@@ -22,6 +22,9 @@ export const POSTING_KINDS = [
   'fund',
 ] as const;
 export const PostingKind = z.enum(POSTING_KINDS);
+
+/** Public-goods studies one funding round matches at most (the others wait for the next round). */
+export const MAX_ROUND_STUDIES = 255;
 export type PostingKind = z.infer<typeof PostingKind>;
 
 /** A non-zero whole number of µSIM: negative debits the account, positive credits it. */
@@ -49,6 +52,8 @@ export const Refs = z.strictObject({
   key: Nkey.optional(),
   /** unstake: when the unbonding stake may be released. */
   release_at: Millis.optional(),
+  /** fund: the quadratic-funding round whose matches it pays out of the pool. */
+  round: z.number().int().min(1).optional(),
 });
 export type Refs = z.infer<typeof Refs>;
 
@@ -56,8 +61,11 @@ export const Posting = z.strictObject({
   /** Names the operation: a posting with an op id already applied is never applied again. */
   op_id: OpId,
   kind: PostingKind,
-  /** Balanced (sums to zero); empty only for a refund of nothing, which marks a study as settled. */
-  entries: z.array(Entry).max(16),
+  /**
+   * Balanced (sums to zero); empty only for a refund of nothing, which marks a study as settled. A funding round pays
+   * every matched study in one posting: the pool and up to {@link MAX_ROUND_STUDIES} escrows.
+   */
+  entries: z.array(Entry).max(MAX_ROUND_STUDIES + 1),
   /** When the operation was decided (ms since the epoch, from the injected clock). */
   at: Millis,
   memo: z.string().max(500).nullable(),

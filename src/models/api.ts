@@ -53,6 +53,13 @@ export const RequestAuth = z.strictObject({
 });
 export type RequestAuth = z.infer<typeof RequestAuth>;
 
+/** What makes a study a public good: shown in the commons, readable by anyone, paid from community funds. */
+export const PublicGood = z.strictObject({
+  title: z.string().trim().min(1).max(200),
+  description: z.string().max(5000).default(''),
+});
+export type PublicGood = z.infer<typeof PublicGood>;
+
 export const SubmitRequest = z
   .strictObject({
     /** A repeated submit with the same key returns the first answer instead of starting a second study. */
@@ -74,8 +81,13 @@ export const SubmitRequest = z
     target_job_seconds: z.number().min(0).max(3600).optional(),
     priority: z.number().int().min(-100).max(100).optional(),
     verification: Verification.optional(),
-    /** SIM escrowed from the signer's account at submit; what is left returns when the study ends. */
+    /**
+     * SIM escrowed from the signer's account at submit; what is left returns when the study ends. For a public good:
+     * the signer's first contribution (what is left returns to the matching pool).
+     */
     budget: SimAmount.optional(),
+    /** Submit as a public good: funded by the community, run on idle off-peak capacity, its results public. */
+    public_good: PublicGood.optional(),
     /** The most the study pays a provider per CPU-second of estimated work, in SIM. */
     max_price: z.number().min(0).max(1000).optional(),
     /** Required with a budget: the payer's signature over the request. */
@@ -210,11 +222,17 @@ export const WorkersReply = z.strictObject({
   workers: z.array(WorkerAd.extend({ last_seen_ms_ago: z.number() })),
 });
 
+/** An execution, by its job and attempt. */
+export const ExecutionRef = z.strictObject({ job_id: z.string(), attempt: z.number().int().min(1) });
+export type ExecutionRef = z.infer<typeof ExecutionRef>;
+
 /** One attempt of one job, leased to a worker until `lease_until`. */
 export const Assignment = z.strictObject({
   job: Job,
   attempt: z.number().int().min(1),
   lease_until: z.number(),
+  /** Public-goods executions on this worker to stop first: this (paid) one takes their slot. */
+  preempts: z.array(ExecutionRef).max(64).default([]),
 });
 export type Assignment = z.infer<typeof Assignment>;
 

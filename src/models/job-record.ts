@@ -9,7 +9,8 @@ export type JobStatus = z.infer<typeof JobStatus>;
 /** Why an execution ended without an accepted result, beyond what the executor reports. */
 export const AttemptEnd = z.union([
   ExecStatus,
-  z.enum(['lease-expired', 'worker-lost', 'declined', 'rejected']),
+  // preempted: stopped to give its slot to paid work, or when its provider's off-peak window closed (never its fault).
+  z.enum(['lease-expired', 'worker-lost', 'declined', 'rejected', 'preempted']),
 ]);
 export type AttemptEnd = z.infer<typeof AttemptEnd>;
 
@@ -94,6 +95,11 @@ export const JobRecord = z.strictObject({
   adaptive: z.boolean().default(false),
   /** The most it pays per CPU-second of estimated work, in SIM (null: no limit, nothing is paid). */
   max_price: z.number().min(0).nullable().default(null),
+  /**
+   * A public-goods study's job: paid from the commons, placed only on idle capacity (off-peak), and preempted when
+   * paid work wants its slot.
+   */
+  public_good: z.boolean().default(false),
   result: AcceptedResult.nullable(),
   /** Why the job failed or was cancelled, where no execution says it (queue timeout, cancel). */
   reason: z.string().nullable(),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { StudyState, StudyStatus } from './api.ts';
+import { PublicGood, StudyState, StudyStatus } from './api.ts';
 import { Study } from './study.ts';
 
 /**
@@ -39,6 +39,11 @@ export const StudyRecord = z.strictObject({
   owner: z.string().nullable().default(null),
   /** The most it pays per CPU-second of estimated work (SIM; null: nothing is paid). */
   max_price: z.number().min(0).nullable().default(null),
+  /**
+   * A public good (title, description): anyone reads it, funders and the matching pool pay for it (its escrow), its
+   * jobs run on idle off-peak capacity, and what is left of its escrow returns to the pool. Null: an ordinary study.
+   */
+  public_good: PublicGood.nullable().default(null),
 });
 export type StudyRecord = z.infer<typeof StudyRecord>;
 

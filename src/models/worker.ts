@@ -5,11 +5,15 @@ export const WorkerId = z
   .string()
   .regex(/^U[A-Z2-7]{55}$/, 'expected a worker public key (nkey, starts with U)');
 
-/** Hours of the provider's day (local) when it offers idle capacity to public-goods work. */
+/**
+ * Hours of the provider's day, on its own clock (`tz`), when it offers idle capacity to public-goods work: from
+ * `from_hour` up to `to_hour`, across midnight when `to_hour` is the smaller (22–6).
+ */
 export const OffPeakWindow = z.strictObject({
   from_hour: z.number().min(0).max(24),
   to_hour: z.number().min(0).max(24),
 });
+export type OffPeakWindow = z.infer<typeof OffPeakWindow>;
 
 /** Heartbeat and advert in one: capacity, prices and what runs there now. Sent every heartbeat interval. */
 export const WorkerAd = z.strictObject({
@@ -27,6 +31,10 @@ export const WorkerAd = z.strictObject({
   /** Asking price in SIM per CPU-second. */
   price_per_cpu_s: z.number().min(0),
   offpeak: z.array(OffPeakWindow),
+  /** The IANA time zone its off-peak windows are in (e.g. `Europe/Berlin`; daylight saving follows from it). */
+  tz: z.string().min(1).max(64).default('UTC'),
+  /** Asking price in SIM per CPU-second inside its off-peak windows (null: its usual price). */
+  offpeak_price_per_cpu_s: z.number().min(0).nullable().default(null),
   /** `<job_id>#<attempt>` of every attempt running here. */
   running: z.array(z.string()),
   /**

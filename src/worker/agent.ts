@@ -22,6 +22,10 @@ export interface WorkerConfig {
   labels: Record<string, string>;
   price_per_cpu_s: number;
   offpeak: WorkerAd['offpeak'];
+  /** IANA time zone of the off-peak windows. */
+  tz: string;
+  /** SIM per CPU-second inside the windows (null: `price_per_cpu_s`). */
+  offpeak_price_per_cpu_s: number | null;
   heartbeatMs: number;
   version: string;
 }
@@ -159,6 +163,8 @@ export class WorkerAgent {
       images: this.images,
       price_per_cpu_s: this.config.price_per_cpu_s,
       offpeak: this.config.offpeak,
+      tz: this.config.tz,
+      offpeak_price_per_cpu_s: this.config.offpeak_price_per_cpu_s,
       running: [...this.running.keys()],
       reported: this.recentlyReported(),
       draining: this.draining,
