@@ -315,7 +315,7 @@ function simulate(n: number, initial: readonly JobRecord[], budget: RoundBudget)
     index.apply(rec.job.job_id, undefined, rec);
   }
   const get = (id: string) => jobs.get(id)!;
-  index.queue(get).next(); // the queue's first sort, once, before anything is timed
+  index.queue(get, 'paid').next(); // the queue's first sort, once, before anything is timed
   const studies = [...new Set(initial.map((r) => r.job.study_id))];
   const funds = () => new Map(studies.map((s) => [s, 1e15]));
   const busy = new Int32Array(n);
@@ -324,7 +324,11 @@ function simulate(n: number, initial: readonly JobRecord[], budget: RoundBudget)
   // (a) One round on idle workers, both ways, on the same pending jobs, funds and draws.
   const idle = views(providers, busy);
   const executions = Math.min(SCAN, Math.floor(idle.free / 2));
-  const pending = pendingJobs(index.queue(get), { now: 0, free: executions, established: isEstablished });
+  const pending = pendingJobs(index.queue(get, 'paid'), {
+    now: 0,
+    free: executions,
+    established: isEstablished,
+  });
   // Timed as the median of `runs` (the draws are the same each time, and so is the round).
   const compare = (candidates: number | 'all' | undefined, runs: number) => {
     const run = () => {
@@ -402,7 +406,7 @@ function simulate(n: number, initial: readonly JobRecord[], budget: RoundBudget)
     viewsMs += performance.now() - t;
     if (v.free === 0) continue;
     t = performance.now();
-    const jobsNow = pendingJobs(index.queue(get), {
+    const jobsNow = pendingJobs(index.queue(get, 'paid'), {
       now,
       free: Math.min(v.free, budget.placements),
       established: isEstablished,

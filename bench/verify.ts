@@ -451,7 +451,7 @@ function simulate(c: Config): Result {
 
     // Pending jobs, in queue order and as many as the scheduler looks at, as it builds them.
     const pending = pendingJobs(
-      index.queue((id) => jobs.get(id)!),
+      index.queue((id) => jobs.get(id)!, 'paid'),
       { now, free, established: (w) => established(standing.reputation(w), c.trust) },
     );
     for (const pl of place(pending, views, now, new Map(), rand)) {

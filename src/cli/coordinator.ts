@@ -1,14 +1,17 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import Dockerode from 'dockerode';
+import { COMMONS_POLICIES, type CommonsPolicy } from '../coordinator/backfill.ts';
 import { systemClock } from '../coordinator/clock.ts';
+import { DEFAULT_ROUND_EVERY_MS } from '../coordinator/commons.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Enrollment } from '../coordinator/enrollment.ts';
 import { DEFAULT_RETRY } from '../coordinator/job-state.ts';
 import { Leadership } from '../coordinator/leadership.ts';
 import { DEFAULT_TRUST } from '../coordinator/reputation.ts';
+import { DEFAULT_OFFPEAK_GRACE_MS } from '../coordinator/scheduler.ts';
 import { serveApi } from '../coordinator/service.ts';
 import { Bank } from '../ledger/bank.ts';
 import { authorityOf, Journal } from '../ledger/journal.ts';
@@ -31,6 +34,9 @@ interface Options extends ConnectionFlags {
   trustAfter: number;
   queueTimeoutS?: number;
   replicas?: number;
+  commons: CommonsPolicy;
+  offpeakGraceS: number;
+  roundEveryS: number;
   logLevel?: string;
 }
 
@@ -109,6 +115,9 @@ export async function startCoordinator(
     },
     leaseGraceMs: opts.leaseGraceS * 1000,
     trust: { ...DEFAULT_TRUST, trustAfter: opts.trustAfter },
+    commonsPolicy: opts.commons,
+    offpeakGraceMs: opts.offpeakGraceS * 1000,
+    roundEveryMs: opts.roundEveryS === 0 ? null : opts.roundEveryS * 1000,
     fence,
     log,
   });
@@ -130,6 +139,7 @@ export async function startCoordinator(
     authenticated: transport.userKey !== undefined,
     bank,
     enroll: enrollment,
+    ...(coordinator.commons ? { commons: coordinator.commons } : {}),
     health: () => ({
       coordinator: { holder: `${hostname()}:${process.pid}`, term: lease.term, since },
       bus: bus.snapshot(),
@@ -183,6 +193,26 @@ export function registerCoordinator(program: Command): void {
         'consecutive valid results after which a provider is established (with stake: trusted to run unreplicated)',
         intOption('--trust-after', 1, 100_000),
         DEFAULT_TRUST.trustAfter,
+      )
+      .addOption(
+        new Option(
+          '--commons <policy>',
+          "where public-goods work runs: idle slots inside providers' off-peak windows, or any idle slot",
+        )
+          .choices(COMMONS_POLICIES)
+          .default('offpeak'),
+      )
+      .option(
+        '--offpeak-grace-s <s>',
+        "how long public-goods work may finish after a provider's off-peak window closed, before it is preempted",
+        intOption('--offpeak-grace-s', 0, 86_400),
+        DEFAULT_OFFPEAK_GRACE_MS / 1000,
+      )
+      .option(
+        '--round-every-s <s>',
+        'a quadratic-funding round this often: the matching pool is matched to what public goods were given (0: never)',
+        intOption('--round-every-s', 0, 30 * 86_400),
+        DEFAULT_ROUND_EVERY_MS / 1000,
       )
       .addOption(logLevelOption()),
   ).action(async (opts: Options) => {

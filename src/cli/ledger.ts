@@ -5,7 +5,7 @@ import { ApiError } from '../coordinator/errors.ts';
 import { formatSim, isUserNkey, sim } from '../ledger/accounts.ts';
 import type { BalanceReply, JournalReply } from '../ledger/messages.ts';
 import type { JournalEntry } from '../ledger/posting.ts';
-import { SimAmount } from '../models/api.ts';
+import { SimAmount, StudyId } from '../models/api.ts';
 import { addConnectionOptions, type ConnectionFlags, openClient } from './connection.ts';
 import { addKeyOptions, type KeyFlags, signerKey } from './keys.ts';
 import { intOption } from './options.ts';
@@ -53,6 +53,15 @@ function nkeyParser(what: string): (value: string) => string {
     }
     return key;
   };
+}
+
+/** `fund`'s target: the matching pool, or a study id. */
+function fundTarget(value: string): string {
+  const target = value.trim();
+  if (target !== 'pool' && !StudyId.safeParse(target).success) {
+    throw new InvalidArgumentError(`target: expected a study id or "pool", got "${value}"`);
+  }
+  return target;
 }
 
 /** A request that moves SIM, refused for a reason the user can act on: one line, exit 1. */
@@ -126,7 +135,7 @@ async function entryAt(api: ApiClient, seq: number): Promise<JournalEntry | null
   return page?.entries.find((e) => e.seq === seq) ?? null;
 }
 
-type Op = 'faucet' | 'transfer' | 'stake' | 'unstake';
+type Op = 'faucet' | 'transfer' | 'stake' | 'unstake' | 'fund';
 
 /** Signs and sends one ledger operation, printing what it did (or the reply, with --json). */
 async function runOp(
@@ -317,6 +326,27 @@ export function registerLedger(program: Command): void {
       amount: sim(amount),
       from: 'stake',
     }),
+  );
+
+  addKeyOptions(
+    addConnectionOptions(
+      program
+        .command('fund')
+        .description(
+          'give SIM to a public-goods study, or to the matching pool that funding rounds share out by quadratic funding',
+        )
+        .argument('<target>', 'a public-goods study id, or "pool"', fundTarget)
+        .argument('<amount>', 'SIM, e.g. 5', simAmountParser('amount'))
+        .option('--json', 'print the reply as JSON (amounts in µSIM)'),
+    ),
+  ).action((to: string, amount: string, opts: KeyFlags & JsonFlag) =>
+    runOp(
+      opts,
+      'fund',
+      { to, amount },
+      () => `gave ${amount} SIM to ${to === 'pool' ? 'the matching pool' : `public good ${to}`}`,
+      { what: 'the contribution', amount: sim(amount) },
+    ),
   );
 
   addConnectionOptions(

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerAuth } from './auth.ts';
 import { registerCluster } from './cluster.ts';
+import { registerCommons } from './commons.ts';
 import { registerCoordinator } from './coordinator.ts';
 import { registerDemo } from './demo.ts';
 import { reportError } from './errors.ts';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerCluster(program);
   registerHealth(program);
   registerLedger(program);
+  registerCommons(program);
   registerDemo(program);
   for (const c of [...program.commands, ...sim.commands]) c.exitOverride();
   return program;

@@ -8,6 +8,7 @@ import { parseInput } from '../models/errors.ts';
 import { Study } from '../models/study.ts';
 import { readJsonFile } from '../study/files.ts';
 import { decode } from '../transport/connect.ts';
+import { PUBLIC_OWNER } from '../transport/permissions.ts';
 import { subjects } from '../transport/subjects.ts';
 import { addConnectionOptions, openClient } from './connection.ts';
 import { addKeyOptions, type KeyFlags, signerKey } from './keys.ts';
@@ -31,6 +32,9 @@ interface Options extends KeyFlags {
   /** SIM, as the API takes it ("1.5"). */
   budget?: string;
   maxPrice?: number;
+  /** A public good's title (and description). */
+  publicGood?: string;
+  description?: string;
 }
 
 /** Reads a study (with its scenario file inlined) or a single scenario into a submit request. */
@@ -66,6 +70,8 @@ export async function requestFromFile(file: string, opts: Partial<Options> = {})
   }
   if (opts.budget !== undefined) req.budget = opts.budget;
   if (opts.maxPrice !== undefined) req.max_price = opts.maxPrice;
+  if (opts.publicGood !== undefined)
+    req.public_good = { title: opts.publicGood, description: opts.description ?? '' };
   return req;
 }
 
@@ -201,12 +207,20 @@ export function registerSubmit(program: Command): void {
         )
         .option(
           '--max-price <sim-per-cpu-s>',
-          'with --budget: the most paid per CPU-second of estimated work, in SIM',
+          'with --budget or --public-good: the most paid per CPU-second of estimated work, in SIM',
           priceOption,
-        ),
+        )
+        .option(
+          '--public-good <title>',
+          'submit it to the Simulation Commons: funded by the community (`plurigrid fund`), run on idle off-peak capacity, its results public; --budget is then your first contribution',
+        )
+        .option('--description <text>', 'with --public-good: what the study is for'),
     ),
   ).action(async (file: string, opts: Options, cmd: Command) => {
-    if (opts.budget === undefined) {
+    if (opts.description !== undefined && opts.publicGood === undefined) {
+      cmd.error('error: --description only with --public-good', { exitCode: 2, code: 'plurigrid.usage' });
+    }
+    if (opts.budget === undefined && opts.publicGood === undefined) {
       const needless = [opts.maxPrice !== undefined && '--max-price'].filter(Boolean);
       if (needless.length > 0) {
         cmd.error(
@@ -231,13 +245,22 @@ export function registerSubmit(program: Command): void {
             ? Promise.reject(err)
             : explainRefusal(err, { api, key: signer.key, what: 'the budget', amount: sim(opts.budget) }),
         );
-      const paid = opts.budget !== undefined ? `; budget ${opts.budget} SIM escrowed from ${signer.key}` : '';
+      const paid =
+        opts.budget === undefined
+          ? ''
+          : opts.publicGood !== undefined
+            ? `; ${opts.budget} SIM contributed by ${signer.key}`
+            : `; budget ${opts.budget} SIM escrowed from ${signer.key}`;
+      const commons =
+        opts.publicGood !== undefined ? ' as a public good (fund it: plurigrid fund <study> <sim>)' : '';
       process.stdout.write(
-        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name}): ${reply.epochs} epochs in ${reply.jobs} jobs${paid}\n`,
+        `${reply.duplicate ? 'already submitted' : 'submitted'} ${reply.study_id} (${reply.name})${commons}: ${reply.epochs} epochs in ${reply.jobs} jobs${paid}\n`,
       );
       if (!opts.follow) return;
       const progress = progressReporter();
-      const final = await follow(transport.nc, api, reply.study_id, signer.key, progress.update);
+      // A public good's events are public.
+      const owner = opts.publicGood !== undefined ? PUBLIC_OWNER : signer.key;
+      const final = await follow(transport.nc, api, reply.study_id, owner, progress.update);
       progress.stop();
       process.stdout.write(`${statusLine(final)}\n`);
       if (final.state !== 'done') {

@@ -1,6 +1,8 @@
 import { availableParallelism, hostname, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { checkTimeZone, formatWindows, OffPeakError, parseWindows } from '../coordinator/offpeak.ts';
+import type { OffPeakWindow } from '../models/worker.ts';
 import { identityFrom, loadOrCreateKeyPair } from '../transport/identity.ts';
 import { workerBus } from '../transport/worker-bus.ts';
 import { VERSION } from '../version.ts';
@@ -40,6 +42,12 @@ interface Options extends ConnectionFlags {
   warm: boolean;
   price: number;
   labels: Record<string, string>;
+  /** Off-peak windows on this machine's clock (none: no off-peak capacity offered). */
+  offpeak: OffPeakWindow[];
+  /** IANA zone of the windows. */
+  tz: string;
+  /** SIM per CPU-second inside the windows (unset: `price`). */
+  offpeakPrice?: number;
   heartbeatMs: number;
   drainS: number;
   /** A one-time enrollment token: traded for this worker's credentials before it starts. */
@@ -56,6 +64,10 @@ export interface WorkerArgs {
   slots: number;
   runners?: number;
   heartbeatMs?: number;
+  /** Off-peak windows: `22-06,12-14` as the flag takes them, or the windows themselves. */
+  offpeak?: string | readonly OffPeakWindow[];
+  tz?: string;
+  offpeakPrice?: number;
   logLevel: string;
 }
 
@@ -67,6 +79,12 @@ export function workerArgv(a: WorkerArgs): string[] {
     ...['--executor', a.executor, '--slots', String(a.slots)],
     ...(a.runners !== undefined ? ['--runners', String(a.runners)] : []),
     ...(a.heartbeatMs !== undefined ? ['--heartbeat-ms', String(a.heartbeatMs)] : []),
+    // No windows is the flag's default, and `none` no window it reads.
+    ...(a.offpeak !== undefined && a.offpeak.length > 0
+      ? ['--offpeak', typeof a.offpeak === 'string' ? a.offpeak : formatWindows(a.offpeak)]
+      : []),
+    ...(a.tz !== undefined ? ['--tz', a.tz] : []),
+    ...(a.offpeakPrice !== undefined ? ['--offpeak-price', String(a.offpeakPrice)] : []),
     ...['--log-level', a.logLevel],
   ];
 }
@@ -82,11 +100,43 @@ function labelsOption(value: string): Record<string, string> {
   return out;
 }
 
-function priceOption(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0)
-    throw new InvalidArgumentError(`--price: expected a number ≥ 0, got "${value}"`);
-  return n;
+/** A commander parser for a price flag: SIM per CPU-second, ≥ 0. */
+function priceOption(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0)
+      throw new InvalidArgumentError(`${flag}: expected a number ≥ 0, got "${value}"`);
+    return n;
+  };
+}
+
+/** Turns offpeak.ts's refusals into usage errors (exit 2) that name the flag. */
+function offpeakFlag<T>(flag: string, parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (e) {
+      if (e instanceof OffPeakError) throw new InvalidArgumentError(`${flag}: ${e.message}`);
+      throw e;
+    }
+  };
+}
+
+/** `--offpeak 22-06,12-14`: windows on this machine's clock. */
+export const offpeakOption = offpeakFlag('--offpeak', parseWindows);
+/** `--tz Europe/Berlin`: the IANA zone the windows are in. */
+export const tzOption = offpeakFlag('--tz', checkTimeZone);
+/** `--offpeak-price 0.0005`. */
+export const offpeakPriceOption = priceOption('--offpeak-price');
+
+/** This machine's zone, as Intl sees it (undefined when TZ names none Intl knows). */
+const machineTimeZone = (): string =>
+  (Intl.DateTimeFormat().resolvedOptions().timeZone as string | undefined) ?? 'UTC';
+
+/** `off-peak 22:00-06:00 Europe/Berlin at 0.0005 SIM/CPU-s`, or '' without windows. */
+function describeOffpeak(opts: Pick<Options, 'offpeak' | 'tz' | 'offpeakPrice' | 'price'>): string {
+  if (opts.offpeak.length === 0) return '';
+  return `off-peak ${formatWindows(opts.offpeak)} ${opts.tz} at ${opts.offpeakPrice ?? opts.price} SIM/CPU-s`;
 }
 
 /** Docker when an engine answers (unless told otherwise), else warm child processes with a warning. */
@@ -164,14 +214,21 @@ export async function startWorker(opts: Options): Promise<RunningWorker> {
       gpus: 0,
       labels: opts.labels,
       price_per_cpu_s: opts.price,
-      offpeak: [],
-      tz: 'UTC',
-      offpeak_price_per_cpu_s: null,
+      offpeak: opts.offpeak,
+      tz: opts.tz,
+      offpeak_price_per_cpu_s: opts.offpeakPrice ?? null,
       heartbeatMs: opts.heartbeatMs,
       version: VERSION,
     },
   });
   await agent.start();
+  if (opts.offpeak.length > 0)
+    log.info(
+      { offpeak: formatWindows(opts.offpeak), tz: opts.tz, offpeak_price: opts.offpeakPrice ?? opts.price },
+      'off-peak windows offered',
+    );
+  else if (opts.offpeakPrice !== undefined)
+    log.warn('--offpeak-price without --offpeak: no off-peak windows, so it is never charged');
   return {
     agent,
     stop: async (graceMs = opts.drainS * 1000) => {
@@ -204,8 +261,22 @@ export function registerWorker(program: Command): void {
         '--no-warm',
         'process executor: a fresh process per job instead of warm runners (slower, nothing shared)',
       )
-      .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption, 0.001)
+      .option('--price <sim>', 'asking price in SIM per CPU-second', priceOption('--price'), 0.001)
       .option('--labels <k=v,...>', 'labels advertised to the scheduler', labelsOption, {})
+      .addOption(
+        new Option(
+          '--offpeak <windows>',
+          'hours this machine is idle for public-goods work, on its clock: 22-06, 22:30-06:15,12-14, 0-24',
+        )
+          .argParser(offpeakOption)
+          .default([], 'none'),
+      )
+      .option('--tz <iana>', 'time zone of --offpeak (e.g. Europe/Berlin)', tzOption, machineTimeZone())
+      .option(
+        '--offpeak-price <sim>',
+        'asking price in SIM per CPU-second inside --offpeak (default: --price)',
+        offpeakPriceOption,
+      )
       .option('--heartbeat-ms <n>', 'heartbeat interval', intOption('--heartbeat-ms', 100, 60_000), 1000)
       .option(
         '--enroll <token>',
@@ -220,7 +291,10 @@ export function registerWorker(program: Command): void {
       .addOption(logLevelOption()),
   ).action(async (opts: Options) => {
     const running = await startWorker(opts);
-    process.stdout.write(`worker ${opts.name} ready (${running.agent.workerId})\n`);
+    const offpeak = describeOffpeak(opts);
+    process.stdout.write(
+      `worker ${opts.name} ready (${running.agent.workerId})${offpeak ? `, ${offpeak}` : ''}\n`,
+    );
     onShutdown(() => running.stop());
     await new Promise(() => {});
   });

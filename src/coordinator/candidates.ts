@@ -13,6 +13,7 @@ import {
   SLOTS,
   STRIDE,
   TRUSTED,
+  WINDOW,
   type WorkerIndex,
 } from './worker-index.ts';
 
@@ -42,11 +43,12 @@ export function seededDraw(seed: number): () => number {
   return () => uniformFloat64(gen);
 }
 
-/** Whether worker i meets the job's own terms: its price, memory and CPUs (the index answers the rest). */
+/** Whether worker i meets the job's own terms: price, memory, CPUs and window left (the index answers the rest). */
 const fits = (job: PendingJob, data: Float64Array, i: number) =>
   (job.max_price === null || data[i * STRIDE + PRICE]! <= job.max_price) &&
   data[i * STRIDE + MEMORY]! >= job.limits.memory_mb &&
-  data[i * STRIDE + CPUS]! >= job.limits.cpus;
+  data[i * STRIDE + CPUS]! >= job.limits.cpus &&
+  data[i * STRIDE + WINDOW]! >= job.window_s;
 
 /** Classes of one bonus, walked as one: equally ranked workers are equally likely to be drawn. */
 interface Tier {

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { BalanceReply, JournalReply, PostingReply } from '../ledger/messages.ts';
 import { signRequest } from '../ledger/signed.ts';
 import {
+  CommonsReply,
   ErrorReply,
   HealthReply,
   type JobProvenance,
@@ -120,14 +121,18 @@ export class ApiClient {
   balance(key: string) {
     return this.call('balance', { key }, BalanceReply);
   }
-  /** faucet / transfer / stake / unstake, signed by `signer` (whose account it acts on). */
+  /** faucet / transfer / stake / unstake / fund, signed by `signer` (whose account it acts on). */
   ledgerOp(
-    action: 'faucet' | 'transfer' | 'stake' | 'unstake',
+    action: 'faucet' | 'transfer' | 'stake' | 'unstake' | 'fund',
     body: object,
     signer: KeyPair,
     now = Date.now(),
   ) {
     return this.call(action, signRequest(signer, action, body, now), PostingReply);
+  }
+  /** The commons: public-goods studies and their funding (with `funder`, what its contributions computed). */
+  commons(opts: { funder?: string; limit?: number } = {}) {
+    return this.call('commons', opts, CommonsReply);
   }
   ledger(opts: { from?: number; limit?: number; verify?: boolean } = {}) {
     return this.call('ledger', opts, JournalReply);

@@ -1,10 +1,13 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Bank } from '../ledger/bank.ts';
+import { raisedOf } from '../ledger/funding.ts';
 import { stakeOf } from '../ledger/rules.ts';
 import { Settlement } from '../ledger/settlement.ts';
 import { definitionsFor, keepStreams, type Resources, type StreamKeeper } from '../transport/resources.ts';
+import type { CommonsPolicy } from './backfill.ts';
 import { type Clock, systemClock } from './clock.ts';
+import { Commons, DEFAULT_ROUND_EVERY_MS } from './commons.ts';
 import { Dispatcher } from './dispatch.ts';
 import { EventPublisher } from './events.ts';
 import { StudyFunds } from './funds.ts';
@@ -53,6 +56,12 @@ export interface CoordinatorOptions {
   reputations?: ReputationStore;
   /** Throws when this coordinator may no longer write (a standby took over; see leadership.ts). */
   fence?: () => void;
+  /** Where public goods run (default `offpeak`: idle slots inside providers' windows). */
+  commonsPolicy?: CommonsPolicy;
+  /** How long public goods may go on after a provider's window closed (default 5 min). */
+  offpeakGraceMs?: number;
+  /** Funding rounds this often (default 10 min; null: only when `commons.round()` is called). */
+  roundEveryMs?: number | null;
   log: Logger;
 }
 
@@ -72,6 +81,8 @@ export class Coordinator {
   readonly standing: ProviderStanding;
   readonly settlement: Settlement | undefined;
   readonly bank: Bank | undefined;
+  /** The Simulation Commons (with a ledger). */
+  readonly commons: Commons | undefined;
   readonly image: string;
   private readonly events: EventPublisher;
   private readonly dispatch: Dispatcher;
@@ -96,9 +107,13 @@ export class Coordinator {
     this.intake = o.intake ?? threadIntake();
     this.store = new StateStore(resources, clock, o.log, o.fence);
     this.registry = new WorkerRegistry({ clock, missedHeartbeats, log: o.log });
-    this.events = new EventPublisher(nc, clock, (id) => this.store.study(id)?.owner);
+    // A public good's events are public, like its results.
+    this.events = new EventPublisher(nc, clock, (id) => {
+      const s = this.store.study(id);
+      return s?.public_good ? null : s?.owner;
+    });
     const outputs = new Outputs(resources, o.outputCacheBytes);
-    this.funds = new StudyFunds();
+    this.funds = new StudyFunds((id) => (o.bank ? raisedOf(o.bank.journal.state, id) : 0));
     this.standing = new ProviderStanding({
       funds: this.funds,
       stakeOf: o.stakeOf ?? (o.bank ? (w) => stakeOf(o.bank!.journal.state, w) : () => 0),
@@ -154,6 +169,8 @@ export class Coordinator {
       clock,
       missedHeartbeats,
       tickMs: o.tickMs ?? 100,
+      commonsPolicy: o.commonsPolicy ?? 'offpeak',
+      ...(o.offpeakGraceMs !== undefined ? { offpeakGraceMs: o.offpeakGraceMs } : {}),
       log: o.log,
     });
     this.results = new ResultsConsumer({
@@ -167,6 +184,19 @@ export class Coordinator {
       afterTurn: () => this.events.flush(),
     });
     this.bank = o.bank;
+    this.commons =
+      o.bank &&
+      new Commons({
+        store: this.store,
+        bank: o.bank,
+        funds: this.funds,
+        clock,
+        status: (id) => this.studies.status(id),
+        kick: () => this.scheduler.kick(),
+        policy: o.commonsPolicy ?? 'offpeak',
+        roundEveryMs: o.roundEveryMs === undefined ? DEFAULT_ROUND_EVERY_MS : o.roundEveryMs,
+        log: o.log,
+      });
     this.settlement =
       o.bank && new Settlement({ journal: o.bank.journal, now: () => clock.now(), log: o.log });
     const settlement = this.settlement;
@@ -217,6 +247,7 @@ export class Coordinator {
     await this.results.start();
     if (this.timer) {
       this.scheduler.start();
+      this.commons?.start();
       this.housekeeping = setInterval(() => {
         void this.studies.archiveFinished();
         void this.standing.flush();
@@ -233,6 +264,7 @@ export class Coordinator {
     clearInterval(this.housekeeping);
     this.keeper?.stop();
     this.registry.stop();
+    await this.commons?.stop();
     await this.scheduler.stop();
     await this.results.stop();
     await this.studies.idle();

@@ -1,7 +1,7 @@
 import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { type Assignment, AssignReply, type CancelJob } from '../models/api.ts';
+import { type Assignment, AssignReply, type CancelJob, type ExecutionRef } from '../models/api.ts';
 import type { JobRecord } from '../models/job-record.ts';
 import { decode } from '../transport/connect.ts';
 import { subjects } from '../transport/subjects.ts';
@@ -42,6 +42,8 @@ export interface DispatchDeps {
 export class Dispatcher {
   /** Jobs being assigned right now, and to which workers (counted against their slots until recorded). */
   readonly inflight = new Map<string, Set<string>>();
+  /** Public-goods executions (`<job_id>#<attempt>`) being preempted right now: no round picks them again. */
+  readonly preempting = new Set<string>();
   private readonly d: DispatchDeps;
 
   constructor(deps: DispatchDeps) {
@@ -56,6 +58,7 @@ export class Dispatcher {
         if (a.kind === 'close') return this.d.close(a.study_id);
         if (a.kind === 'expire')
           return void (await store.update(a.job_id, (r) => expireQueued(r, clock.now())));
+        if (a.kind === 'preempt') return this.preempt(a, a.worker_id, a.reason);
         this.d.log.warn(
           { job_id: a.job_id, attempt: a.attempt, worker_id: a.worker_id, ended: a.ended },
           a.reason,
@@ -67,6 +70,24 @@ export class Dispatcher {
     );
     const failed = applied.filter((a) => a.status === 'rejected');
     if (failed.length > 0) throw new Error(`${failed.length} of ${actions.length} actions not applied`);
+  }
+
+  /**
+   * Ends a public-goods execution as `preempted`: no attempt used, nothing paid, the job back in the queue. The commit
+   * tells its worker to stop it (`onCommit`); an assignment that takes its slot names it too.
+   */
+  private async preempt(e: ExecutionRef, workerId: string, reason: string): Promise<void> {
+    const { store, clock, retry, log } = this.d;
+    const key = `${e.job_id}#${e.attempt}`;
+    this.preempting.add(key);
+    try {
+      log.info({ job_id: e.job_id, attempt: e.attempt, worker_id: workerId }, `preempted: ${reason}`);
+      await store.update(e.job_id, (r) =>
+        endExecution(r, e.attempt, workerId, 'preempted', reason, clock.now(), retry),
+      );
+    } finally {
+      this.preempting.delete(key);
+    }
   }
 
   /** Places executions: one assignment request per worker. */
@@ -95,6 +116,16 @@ export class Dispatcher {
       else this.inflight.set(p.job_id, new Set([workerId]));
     }
     try {
+      // The public-goods executions these take the place of give way first, so the slot is free when the worker hears.
+      await Promise.all(
+        placements.flatMap((p) =>
+          (p.preempts ?? []).map((v) =>
+            this.preempt(v, workerId, `its slot went to paid job ${p.job_id}`).catch((e) =>
+              this.d.log.error({ job_id: v.job_id, err: (e as Error).message }, 'preemption not recorded'),
+            ),
+          ),
+        ),
+      );
       const leased = await Promise.all(
         placements.map((p) =>
           store
@@ -111,11 +142,17 @@ export class Dispatcher {
         ),
       );
       const assignments: Assignment[] = [];
-      for (const rec of leased) {
+      leased.forEach((rec, i) => {
         const e = rec?.executions.find((x) => x.worker_id === workerId && x.ended === null);
         if (rec && e)
-          assignments.push({ job: rec.job, attempt: e.attempt, lease_until: e.lease_until, preempts: [] });
-      }
+          assignments.push({
+            job: rec.job,
+            attempt: e.attempt,
+            lease_until: e.lease_until,
+            // The worker stops these first: the executions this one takes the slot of.
+            preempts: [...(placements[i]!.preempts ?? [])],
+          });
+      });
       this.d.flushEvents(); // in the same socket write as the request
       for (const batch of byteBatches(assignments, MAX_ASSIGN_BYTES)) {
         // A job cancelled (or reclaimed) since its execution was recorded is not sent: its cancel went out already.
@@ -186,11 +223,16 @@ export class Dispatcher {
       if (e.ended !== null) continue;
       const now = c.after.executions.find((x) => x.attempt === e.attempt);
       const why = now?.ended ?? (c.after.status === 'cancelled' ? 'cancelled' : null);
-      if (why !== 'cancelled' && why !== 'lease-expired' && why !== 'worker-lost') continue;
+      if (why !== 'cancelled' && why !== 'lease-expired' && why !== 'worker-lost' && why !== 'preempted')
+        continue;
       try {
         this.d.nc.publish(
           subjects.cancel(e.worker_id),
-          JSON.stringify({ job_id: c.id, attempt: e.attempt } satisfies z.infer<typeof CancelJob>),
+          JSON.stringify({
+            job_id: c.id,
+            attempt: e.attempt,
+            ...(why === 'preempted' && now?.reason ? { reason: `preempted: ${now.reason}` } : {}),
+          } satisfies z.infer<typeof CancelJob>),
         );
       } catch {
         // The connection is closing; the worker's own lease and our reconciler cover it.

@@ -96,13 +96,16 @@ export function buildSubmission(
   };
   const quorum = req.verification?.quorum ?? 2;
   const budget = ctx.budget ?? 0;
-  // A study without a budget is free: nothing is paid, so there is no price to cap.
-  const maxPrice = budget > 0 ? (req.max_price ?? DEFAULT_MAX_PRICE) : null;
+  const publicGood = req.public_good ?? null;
+  // A study without a budget is free: nothing is paid, so there is no price to cap. A public good always pays (from
+  // what the community gives it), however little it holds at submit.
+  const maxPrice = budget > 0 || publicGood ? (req.max_price ?? DEFAULT_MAX_PRICE) : null;
   const terms: JobTerms = {
     quorum,
     max_results: req.verification?.max_results ?? quorum + 2,
     adaptive: req.verification?.adaptive ?? true,
     max_price: maxPrice,
+    public_good: publicGood !== null,
   };
   const jobs = batches.map((batch, i) => {
     const jobId = jobIdOf(ctx.studyId, i);
@@ -117,7 +120,8 @@ export function buildSubmission(
     };
     return newJobRecord(job, ctx.now, retry, terms);
   });
-  if (maxPrice !== null) {
+  // A public good's funds arrive over time: what they cannot cover waits in the queue.
+  if (maxPrice !== null && !publicGood) {
     const estimate = studyEstimate(
       jobs.map((j) => j.job),
       maxPrice,
@@ -141,10 +145,11 @@ export function buildSubmission(
       archived: false,
       quorum,
       budget,
-      payer: budget > 0 ? (req.auth?.key ?? null) : null,
+      // A public good's leftovers go to the matching pool, not back to whoever gave first.
+      payer: budget > 0 && !publicGood ? (req.auth?.key ?? null) : null,
       owner: null,
       max_price: maxPrice,
-      public_good: null,
+      public_good: publicGood,
     },
     jobs,
   };

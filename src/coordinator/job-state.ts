@@ -11,8 +11,11 @@ import {
  * object when nothing changes, which the store then does not write).
  */
 
-/** Ends that are nobody's fault: they do not count toward max attempts; only repeated ones back off. */
-const FREE_ENDS: ReadonlySet<AttemptEnd> = new Set(['declined', 'cancelled']);
+/**
+ * Ends that are nobody's fault: they do not count toward max attempts; only repeated ones back off. A preemption is
+ * neither counted nor backed off (see `endExecution`).
+ */
+const FREE_ENDS: ReadonlySet<AttemptEnd> = new Set(['declined', 'cancelled', 'preempted']);
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -298,13 +301,18 @@ export function endExecution(
   options: EndOptions = {},
 ): JobRecord {
   if (!liveExecution(rec, attempt, workerId)) return rec;
-  const counted = options.counted ?? !FREE_ENDS.has(ended);
   const extra: Partial<Execution> = {};
   if (options.output_digest !== undefined) extra.output_digest = options.output_digest;
   if (options.seq !== undefined) extra.seq = options.seq;
   const executions = bounded(
     rec.executions.map((e) => (e.attempt === attempt ? endedAs(e, ended, reason, now, extra) : e)),
   );
+  if (ended === 'preempted') {
+    // The scheduler's decision, not a bounce: the job waits for capacity the way it did before it was placed (public
+    // goods go only where a slot is idle, so it cannot loop), with no attempt used and nothing to back off from.
+    return decide({ ...rec, executions, updated_at: now }, now, 0, policy);
+  }
+  const counted = options.counted ?? !FREE_ENDS.has(ended);
   const failures = rec.failures + (counted ? 1 : 0);
   const free_ends = counted ? 0 : rec.free_ends + 1;
   const delay = counted

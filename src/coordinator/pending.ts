@@ -28,6 +28,7 @@ export function pendingJobs(
     wantedTotal += want;
     const used = workersUsed(rec);
     const newcomers = used.filter((w) => !o.established(w)).length;
+    const work = rec.max_price === null ? 0 : jobWork(rec.job);
     pending.push({
       job_id: rec.job.job_id,
       study_id: rec.job.study_id,
@@ -43,8 +44,9 @@ export function pendingJobs(
       needs_established: newcomers === used.length,
       quorum: quorumOf(rec),
       newcomers,
-      work: rec.max_price === null ? 0 : jobWork(rec.job),
+      work,
       max_price: rec.max_price,
+      window_s: rec.public_good ? jobWork(rec.job) : 0,
     });
   }
   return pending;

@@ -1,3 +1,4 @@
+import type { ExecutionRef } from '../models/api.ts';
 import type { ResourceLimits } from '../models/job.ts';
 import { CandidateSearch, candidateLimit, seededDraw } from './candidates.ts';
 import { payFor } from './pricing.ts';
@@ -28,6 +29,8 @@ export interface WorkerView {
   audit: number;
   /** Outvoted too often (see reputation.ts `suspect`): given no work. */
   suspect?: boolean;
+  /** Seconds left in its off-peak window, when public goods are placed by windows (undefined/null: unbounded). */
+  window_left_s?: number | null;
 }
 
 export interface PendingJob {
@@ -54,11 +57,15 @@ export interface PendingJob {
   /** Estimated CPU-seconds of one execution, and the most it pays per CPU-second (null: nothing is paid). */
   work: number;
   max_price: number | null;
+  /** Seconds a worker's off-peak window must stay open for it (public goods: its estimated work; paid work: 0). */
+  window_s: number;
 }
 
 export interface Placement {
   job_id: string;
   worker_id: string;
+  /** Public-goods executions on the worker it stops to take their slot (see preempt.ts). */
+  preempts?: readonly ExecutionRef[];
   /** What the execution is paid if valid (µSIM). */
   pay: number;
   /** Runs alone on a trusted provider: its result decides without a replica. */
@@ -87,6 +94,8 @@ export function infeasible(job: PendingJob, w: WorkerView): string | undefined {
   if (w.slots_free < 1) return 'no free slot';
   if (w.memory_mb < job.limits.memory_mb) return `needs ${job.limits.memory_mb} MiB, has ${w.memory_mb}`;
   if (w.cpus < job.limits.cpus) return `needs ${job.limits.cpus} CPUs, has ${w.cpus}`;
+  if ((w.window_left_s ?? Number.POSITIVE_INFINITY) < job.window_s)
+    return `its off-peak window closes in ${Math.round(w.window_left_s!)} s, the job needs ${Math.ceil(job.window_s)} s`;
   // Without a registry a Docker worker can only run images it already holds.
   if (w.executor === 'docker' && !w.images.includes(job.image)) return 'image not present';
   return undefined;

@@ -48,7 +48,9 @@ export type Action =
       reason: string;
     }
   | { kind: 'expire'; job_id: string }
-  | { kind: 'close'; study_id: string };
+  | { kind: 'close'; study_id: string }
+  /** A public-goods execution that gives way (its provider's window closed; see preempt.ts). */
+  | { kind: 'preempt'; job_id: string; attempt: number; worker_id: string; reason: string };
 
 export interface ReconcileOutput {
   actions: Action[];

@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
 import type { StudyRecord } from '../models/study-record.ts';
+import { type CommonsPolicy, planRound, type WindowView } from './backfill.ts';
 import { seededDraw } from './candidates.ts';
 import type { Clock } from './clock.ts';
 import type { Dispatcher } from './dispatch.ts';
 import { liveExecutions } from './job-state.ts';
-import { pendingJobs } from './pending.ts';
-import { type Funds, fillableSlots, placeRound, type RoundBudget, type WorkerView } from './placement.ts';
+import { windowState } from './offpeak.ts';
+import { type Funds, fillableSlots, type RoundBudget, type WorkerView } from './placement.ts';
+import { preemptibleOf, windowClosures } from './preempt.ts';
 import { reconcile } from './reconcile.ts';
 import type { StateStore } from './store.ts';
 import type { WorkerRegistry } from './workers.ts';
@@ -42,8 +44,14 @@ export interface SchedulerDeps {
   clock: Clock;
   missedHeartbeats: number;
   tickMs: number;
+  /** Where public-goods work may run (default `offpeak`). */
+  commonsPolicy?: CommonsPolicy;
+  /** How long a public-goods execution may go on after its provider's window closed (default 5 min). */
+  offpeakGraceMs?: number;
   log: Logger;
 }
+
+export const DEFAULT_OFFPEAK_GRACE_MS = 5 * 60_000;
 
 /**
  * One round's work: a few thousand executions, some 10–40 ms of placement in a 100,000-worker cluster (README,
@@ -170,7 +178,10 @@ export class Scheduler {
       for (const w of ws) if (!recorded.has(w)) count(w);
     }
     const standing = this.d.standing ?? NO_STANDING;
+    const policy = this.d.commonsPolicy ?? 'offpeak';
     const views: WorkerView[] = [];
+    const windows = new Map<string, WindowView>();
+    const closed = new Map<string, number | null>();
     let free = 0;
     for (const { ad } of registry.live(now)) {
       const slotsFree = ad.draining
@@ -178,21 +189,53 @@ export class Scheduler {
         : fillableSlots(ad.slots, Math.max(0, ad.slots - (busy.get(ad.worker_id) ?? 0)));
       free += slotsFree;
       views.push({ ...ad, slots_free: slotsFree, ...standing.provider(ad.worker_id) });
+      const win = windowState(ad.offpeak, ad.tz, now);
+      if (win.open)
+        windows.set(ad.worker_id, {
+          open: true,
+          left_s: win.closesInMs === null ? null : win.closesInMs / 1000,
+          price: ad.offpeak_price_per_cpu_s ?? ad.price_per_cpu_s,
+        });
+      else closed.set(ad.worker_id, win.closedForMs);
     }
-    if (free > 0) {
+    const preemptible = preemptibleOf(
+      [...store.runningCommons()].map((id) => store.job(id)!),
+      (key) => dispatch.preempting.has(key),
+    );
+    // A closed window lets public goods finish within the grace, then takes its slots back.
+    const closures =
+      policy === 'offpeak'
+        ? windowClosures(preemptible, closed, now, this.d.offpeakGraceMs ?? DEFAULT_OFFPEAK_GRACE_MS)
+        : [];
+    const preempting =
+      closures.length > 0
+        ? dispatch
+            .apply(
+              closures.map((p) => ({
+                kind: 'preempt',
+                ...p,
+                reason: `${p.worker_id}'s off-peak window closed`,
+              })),
+            )
+            .catch((e) =>
+              this.d.log.warn({ err: (e as Error).message }, 'window preemptions not all applied'),
+            )
+        : undefined;
+    const closing = new Set(closures);
+    const usable = preemptible.filter((p) => !closing.has(p));
+    if (free > 0 || (usable.length > 0 && store.queueSize('paid') > 0)) {
       const budget = this.d.budget ?? ROUND_BUDGET;
-      const pending = pendingJobs(store.queue(), {
+      const short = new Set<string>();
+      const round = planRound({
         now,
-        // As much of the queue as the round may place.
-        free: Math.min(free, budget.placements),
+        paid: () => store.queue('paid'),
+        commons: () => store.queue('commons'),
+        workers: views,
+        windows,
+        preemptible: usable,
+        policy,
         established: (w) => standing.provider(w).established,
         busy: (id) => dispatch.inflight.has(id),
-      });
-      const short = new Set<string>();
-      const round = placeRound({
-        jobs: pending,
-        workers: views,
-        now,
         funds: standing.funds(),
         rand: this.d.rand,
         short,
@@ -204,6 +247,7 @@ export class Scheduler {
       if (round.stopped && round.placements.length > 0) this.again = true;
       await dispatch.place(round.placements);
     }
+    await preempting;
     await reconciling;
   }
 }

@@ -13,6 +13,8 @@ import {
 } from '../ledger/messages.ts';
 import {
   CancelRequest,
+  CommonsReply,
+  CommonsRequest,
   type ErrorReply,
   HealthReply,
   HealthRequest,
@@ -33,6 +35,7 @@ import { InputError, parseInput } from '../models/errors.ts';
 import { parseJsonInput } from '../models/json.ts';
 import { inboxOwner } from '../transport/permissions.ts';
 import { API_GROUP, API_SERVICE_NAME, type ApiOp } from '../transport/subjects.ts';
+import type { Commons } from './commons.ts';
 import { type Enrollment, EnrollReply, EnrollRequest } from './enrollment.ts';
 import { ApiError, errorCode, SERVICE_ERROR_NUMBERS } from './errors.ts';
 import type { StudyApi } from './studies.ts';
@@ -70,6 +73,8 @@ export interface ApiExtras {
   enroll?: Enrollment;
   /** The `health` endpoint's answer. */
   health?: () => HealthReply;
+  /** The Simulation Commons' endpoints: `fund` (signed) and `commons` (with a ledger). */
+  commons?: Commons;
   /**
    * The bus authenticates its users (each replies only on its own `_INBOX.<key>.`): then a reply to any other inbox
    * has no reader the coordinator knows, and gets only what anyone may read. Without authentication nobody can be
@@ -83,7 +88,7 @@ export async function serveApi(
   api: StudyApi,
   version: string,
   log: Logger,
-  { bank, enroll, health, authenticated = false }: ApiExtras = {},
+  { bank, enroll, health, commons, authenticated = false }: ApiExtras = {},
 ) {
   const service = await new Svcm(nc).add({
     name: API_SERVICE_NAME,
@@ -139,6 +144,10 @@ export async function serveApi(
     endpoint('stake', SignedLedgerRequest, PostingReply, (_r, raw) => bank.stake(raw));
     endpoint('unstake', SignedLedgerRequest, PostingReply, (_r, raw) => bank.unstake(raw));
     endpoint('ledger', JournalRequest, JournalReply, (r) => bank.page(r.from, r.limit, r.verify));
+  }
+  if (commons) {
+    endpoint('fund', SignedLedgerRequest, PostingReply, (_r, raw) => commons.fund(raw));
+    endpoint('commons', CommonsRequest, CommonsReply, (r) => commons.view(r.limit, r.funder));
   }
   // The endpoints' subscriptions reach the server asynchronously: a round trip makes sure they are in place before
   // anyone is told the coordinator is ready (otherwise a first request can find no responders).

@@ -5,7 +5,7 @@ import { jobIdsOf, StoredStudyRecord, type StudyRecord } from '../models/study-r
 import { BUCKETS, type Resources } from '../transport/resources.ts';
 import { type CasOps, compareAndSet, StoreWriteError } from './cas.ts';
 import type { Clock } from './clock.ts';
-import { JobIndexes } from './indexes.ts';
+import { type JobClass, JobIndexes } from './indexes.ts';
 import { isTerminal } from './job-state.ts';
 import { jobKey, putStudyJobs, stateJson } from './jobspecs.ts';
 import { type Entry, moveLegacyStates, readState, removeOrphans } from './load.ts';
@@ -82,6 +82,10 @@ export class StateStore {
   running(): ReadonlySet<string> {
     return this.index.running;
   }
+  /** Public-goods jobs with a live execution: what paid work may preempt. */
+  runningCommons(): ReadonlySet<string> {
+    return this.index.runningCommons;
+  }
   /** Jobs held in memory. */
   size(): { jobs: number; studies: number } {
     return { jobs: this.jobs.size, studies: this.studies.size };
@@ -91,9 +95,18 @@ export class StateStore {
   queuedWithDeadline(): number {
     return this.index.queuedWithDeadline();
   }
-  /** Queued jobs in queue order (priority, then age). */
-  queue(): Generator<JobRecord> {
-    return this.index.queue((id) => this.jobs.get(id)!.rec);
+  /** Queued jobs of a class in queue order (priority, then age); without one, paid work then public goods. */
+  *queue(cls?: JobClass): Generator<JobRecord> {
+    const get = (id: string) => this.jobs.get(id)!.rec;
+    if (cls) {
+      yield* this.index.queue(get, cls);
+      return;
+    }
+    yield* this.index.queue(get, 'paid');
+    yield* this.index.queue(get, 'commons');
+  }
+  queueSize(cls: JobClass): number {
+    return this.index.queueSize(cls);
   }
 
   onCommit(fn: (c: Commit) => void): () => void {

@@ -150,7 +150,9 @@ export class StudyService implements StudyApi {
       // signed submit escrows once, ever.
       const { auth, ...body } = raw as Record<string, unknown>;
       try {
-        await this.d.bank!.escrow(studyId, req.auth!, body, budget);
+        // A public good's budget is its submitter's first contribution (counted by the funding rounds like any).
+        if (req.public_good) await this.d.bank!.contribute(studyId, req.auth!, body, budget);
+        else await this.d.bank!.escrow(studyId, req.auth!, body, budget);
       } catch (e) {
         if (key) await this.keys.release(key);
         throw e;
@@ -437,9 +439,9 @@ export class StudyService implements StudyApi {
 export const ANONYMOUS = 'anonymous';
 
 /**
- * Whether a reply about `study` may go to `reader`: the owner's key, {@link ANONYMOUS}, or null on a bus without
- * authentication, where nobody can be told apart (anyone may subscribe to anything) and nothing is checked.
+ * Whether a reply about `study` may go to `reader`: anyone for a public good, else the owner's key, or anyone for a
+ * study nobody owns; null is a bus without authentication, where nobody can be told apart and nothing is checked.
  */
 function mayRead(study: StudyRecord, reader: string | null): boolean {
-  return study.owner === null || reader === null || reader === study.owner;
+  return study.public_good !== null || study.owner === null || reader === null || reader === study.owner;
 }

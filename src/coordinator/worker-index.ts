@@ -23,6 +23,8 @@ export const PRICE = 2;
 export const MEMORY = 3;
 export const CPUS = 4;
 export const CLASS = 5;
+/** Seconds left in the worker's off-peak window (Infinity: not bounded by one). */
+export const WINDOW = 6;
 
 export interface Bucket {
   /** Workers, by their position in the views. */
@@ -35,7 +37,7 @@ const newBuckets = (): Bucket[] => CLASSES.map(() => ({ items: [], seen: 0 }));
 
 export class WorkerIndex {
   readonly workers: readonly WorkerView[];
-  /** Free slots (taken as the round goes), slots, price, memory, CPUs and class of each worker. */
+  /** Free slots (taken as the round goes), slots, price, memory, CPUs, class and window left of each worker. */
   readonly data: Float64Array;
   /**
    * The most a worker's price and load can add to its rank (−10·price − load): a tier whose bonus plus this cannot
@@ -62,6 +64,7 @@ export class WorkerIndex {
       data[at + MEMORY] = w.memory_mb;
       data[at + CPUS] = w.cpus;
       data[at + CLASS] = cls;
+      data[at + WINDOW] = w.window_left_s ?? Number.POSITIVE_INFINITY;
       if (w.executor === 'docker') {
         for (let k = 0; k < w.images.length; k++) {
           const image = w.images[k]!;

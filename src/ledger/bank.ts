@@ -5,17 +5,21 @@ import { STREAMS } from '../transport/resources.ts';
 import { keyAccount, sim } from './accounts.ts';
 import type { Builder, Journal } from './journal.ts';
 import type { BalanceReply, JournalReply } from './messages.ts';
-import { FaucetBody, StakeBody, TransferBody, UnstakeBody } from './messages.ts';
+import { FaucetBody, FundBody, StakeBody, TransferBody, UnstakeBody } from './messages.ts';
 import { JournalEntry } from './posting.ts';
 import {
   balance,
+  contribute,
   DEFAULT_FAUCET_POLICY,
   dueReleases,
   escrow,
   type FaucetPolicy,
   faucet,
+  fund,
+  matchRound,
   mint,
   refund,
+  refundToPool,
   release,
   stake,
   stakeOf,
@@ -130,6 +134,58 @@ export class Bank {
       (key, body, opId) => (s) =>
         unstake(s, key, sim(body.amount), opId, this.o.now(), this.o.unbondingMs ?? DEFAULT_UNBONDING_MS),
     );
+  }
+
+  /**
+   * A signed gift to a public-goods study or to the matching pool. `target` is asked about a study before anything
+   * moves (the coordinator throws there unless it is a running public good): a refused gift appends nothing.
+   */
+  fund(req: unknown, target: (studyId: string) => void) {
+    return this.apply(req, 'fund', FundBody, (key, body, opId) => {
+      if (body.to !== 'pool') target(body.to);
+      const amount = sim(body.amount);
+      return (s) =>
+        body.to === 'pool'
+          ? fund(s, key, amount, opId, this.o.now())
+          : contribute(s, body.to, key, amount, opId, this.o.now());
+    });
+  }
+
+  /**
+   * A public good's budget at submit: its submitter's first contribution, from the key that signed the submit (once:
+   * the op id is the signed request's, as for an escrow).
+   */
+  async contribute(studyId: string, auth: RequestAuth, body: unknown, amount: number): Promise<void> {
+    const req = verifyRequest({ ...auth, action: 'submit', body }, 'submit', this.o.now(), this.nonces);
+    const opId = requestOpId(req);
+    const res = await this.o.journal.append((s) =>
+      contribute(s, studyId, auth.key, amount, opId, this.o.now()),
+    );
+    if (res.status !== 'appended')
+      throw new AuthError('replayed', `the signed submit ${opId} was used already`);
+  }
+
+  /**
+   * The next funding round over the running public goods `eligible` (matchRound in rules.ts). Null when there was
+   * nothing to match: the pool is empty, or no good has two funders since it was last matched.
+   */
+  async matchRound(
+    eligible: readonly string[],
+  ): Promise<{ round: number; matches: { study_id: string; amount: number }[] } | null> {
+    const res = await this.o.journal.append((s) => matchRound(s, eligible, this.o.now()));
+    if (res.status !== 'appended') return null;
+    const p = res.entry.posting;
+    return {
+      round: p.refs.round!,
+      matches: p.entries
+        .filter((e) => e.amount > 0)
+        .map((e) => ({ study_id: e.account.slice('escrow:'.length), amount: e.amount })),
+    };
+  }
+
+  /** What is left of a public good's escrow back to the pool (once). */
+  async refundToPool(studyId: string): Promise<void> {
+    await this.o.journal.append((s) => refundToPool(s, studyId, this.o.now()));
   }
 
   /**

@@ -1,6 +1,6 @@
 /** One zod schema per wire message of the ledger's API endpoints (plurigrid.api.<op>). */
 import { z } from 'zod';
-import { SimAmount } from '../models/api.ts';
+import { SimAmount, StudyId } from '../models/api.ts';
 import { AccountId, Nkey } from './accounts.ts';
 import { JournalEntry } from './posting.ts';
 import { SignedRequest } from './signed.ts';
@@ -10,8 +10,10 @@ export const FaucetBody = z.strictObject({});
 export const TransferBody = z.strictObject({ to: Nkey, amount: SimAmount });
 export const StakeBody = z.strictObject({ amount: SimAmount });
 export const UnstakeBody = StakeBody;
+/** A gift to a public-goods study or to the matching pool (study ids never read `pool`: they are `s…`). */
+export const FundBody = z.strictObject({ to: z.union([z.literal('pool'), StudyId]), amount: SimAmount });
 
-/** faucet / transfer / stake / unstake: a signed request in, the posting it made out. */
+/** faucet / transfer / stake / unstake / fund: a signed request in, the posting it made out. */
 export const SignedLedgerRequest = SignedRequest;
 export const PostingReply = z.strictObject({
   op_id: z.string(),

@@ -20,6 +20,7 @@ import {
   stakeAccount,
   unbondingAccount,
 } from './accounts.ts';
+import { emptyFunding, type FundingState, type FundingView, trackFunding } from './funding.ts';
 import {
   chainEntry,
   type Entry,
@@ -27,11 +28,13 @@ import {
   GENESIS_HASH,
   isBalanced,
   type JournalEntry,
+  MAX_ROUND_STUDIES,
   OpId,
   type Posting,
   type PostingKind,
   type Refs,
 } from './posting.ts';
+import { largestMatches, quadraticMatch } from './quadratic.ts';
 
 /** Stake on its way back to its key, created by an unstake and ended by its release. */
 export interface Unbonding {
@@ -59,6 +62,8 @@ export interface LedgerState {
   faucet: FaucetUsage;
   /** Pending unbondings by their unstake's op id. */
   unbonding: Map<string, Unbonding>;
+  /** The Simulation Commons: contributions, matches, and what public goods spent (funding.ts). */
+  funding: FundingState;
   /** Seq and hash of the last entry (0 and {@link GENESIS_HASH} for an empty ledger). */
   lastSeq: number;
   lastHash: string;
@@ -74,6 +79,7 @@ export interface LedgerView {
     readonly perDay: ReadonlyMap<string, number>;
   };
   readonly unbonding: ReadonlyMap<string, Readonly<Unbonding>>;
+  readonly funding: FundingView;
   readonly lastSeq: number;
   readonly lastHash: string;
 }
@@ -84,6 +90,7 @@ export function emptyState(): LedgerState {
     applied: new Map(),
     faucet: { perKeyDay: new Map(), perKeyTotal: new Map(), perDay: new Map() },
     unbonding: new Map(),
+    funding: emptyFunding(),
     lastSeq: 0,
     lastHash: GENESIS_HASH,
   };
@@ -167,6 +174,8 @@ function checkKind(s: LedgerView, p: Posting): void {
   } else if (p.kind === 'unstake') {
     pair(p);
     if (p.refs.release_at === undefined) throw invalid(p, 'refs.release_at is missing');
+  } else if (p.kind === 'fund') {
+    checkFund(s, p);
   } else if (p.kind === 'release') {
     const u = releasedBy(s, p);
     if (!u) throw new LedgerError('unknown-op', `posting ${p.op_id}: no pending unbonding to release`);
@@ -174,6 +183,41 @@ function checkKind(s: LedgerView, p: Posting): void {
     if (idOf(from.account) !== u.key || to.amount !== u.amount) {
       throw invalid(p, `must release exactly ${u.amount} µSIM of ${u.key}`);
     }
+  }
+}
+
+/**
+ * A `fund` posting is one of three: a key's gift to the pool (refs.key names it), a key's gift to a study's escrow
+ * (refs.key and refs.study_id name them; not to a settled study), or a funding round (refs.round = the next round,
+ * op id `round:<n>`: the pool to unsettled escrows only).
+ */
+function checkFund(s: LedgerView, p: Posting): void {
+  const round = p.refs.round;
+  if (round !== undefined) {
+    if (round !== s.funding.rounds + 1)
+      throw invalid(p, `round ${round} where ${s.funding.rounds + 1} comes next`);
+    if (p.op_id !== roundOpId(round)) throw invalid(p, `a round's op id is ${roundOpId(round)}`);
+    for (const e of p.entries) {
+      if (e.amount < 0 && e.account !== 'pool') throw invalid(p, 'a round pays out of the pool only');
+      if (e.amount > 0 && classOf(e.account) !== 'escrow') throw invalid(p, 'a round pays into escrows only');
+      if (e.amount > 0 && settled(s, idOf(e.account)))
+        throw new LedgerError(
+          'study-settled',
+          `posting ${p.op_id}: study ${idOf(e.account)} is already settled`,
+        );
+    }
+    return;
+  }
+  const { from, to } = pair(p);
+  if (classOf(from.account) !== 'key' || idOf(from.account) !== p.refs.key)
+    throw invalid(p, 'a gift comes from the key refs.key names');
+  if (classOf(to.account) === 'escrow') {
+    if (idOf(to.account) !== p.refs.study_id) throw invalid(p, 'refs.study_id must name the escrow given to');
+    if (settled(s, p.refs.study_id))
+      throw new LedgerError(
+        'study-settled',
+        `posting ${p.op_id}: study ${p.refs.study_id} is already settled`,
+      );
   }
 }
 
@@ -247,6 +291,7 @@ function commit(s: LedgerState, p: Posting, seq: number): void {
     for (const e of p.entries)
       if (e.amount < 0 && classOf(e.account) === 'unbonding') slashUnbonding(s, idOf(e.account), -e.amount);
   }
+  trackFunding(s.funding, p);
 }
 
 /**
@@ -393,12 +438,67 @@ export function transfer(
   return posting('transfer', opId, move(a, b, amount), now, { key: from });
 }
 
-/** Moves SIM from a key into the commons pool. */
+/** Moves SIM from a key into the commons matching pool. */
 export function fund(s: LedgerView, from: string, amount: number, opId: string, now: number): Posting | null {
   const a = keyAccount(from);
   if (applied(s, opId)) return null;
   needFunds(s, a, checkAmount(amount));
   return posting('fund', opId, move(a, 'pool', amount), now, { key: from });
+}
+
+/** A key's gift to a public good: into its escrow, counted for the next funding round's match. */
+export function contribute(
+  s: LedgerView,
+  studyId: string,
+  from: string,
+  amount: number,
+  opId: string,
+  now: number,
+): Posting | null {
+  const a = keyAccount(from);
+  const to = escrowAccount(studyId);
+  if (applied(s, opId)) return null;
+  if (settled(s, studyId)) throw new LedgerError('study-settled', `study ${studyId} is already settled`);
+  needFunds(s, a, checkAmount(amount));
+  return posting('fund', opId, move(a, to, amount), now, { study_id: studyId, key: from });
+}
+
+export const roundOpId = (round: number) => `round:${round}`;
+
+/**
+ * The next funding round: the whole pool shared by quadratic funding among the `eligible` public goods, over what
+ * each was given since it was last matched (at most {@link MAX_ROUND_STUDIES}, those with the largest matches; the
+ * others wait for the next round). One posting, the pool to each matched escrow. Null when nothing would be matched.
+ */
+export function matchRound(s: LedgerView, eligible: readonly string[], now: number): Posting | null {
+  const pool = balance(s, 'pool');
+  if (pool <= 0) return null;
+  const pending = new Map<string, ReadonlyMap<string, number>>();
+  for (const id of new Set(eligible)) {
+    const p = s.funding.studies.get(id)?.pending;
+    if (p && p.size > 1 && !settled(s, id)) pending.set(id, p);
+  }
+  const matches = [...quadraticMatch(largestMatches(pending, MAX_ROUND_STUDIES), pool)].filter(
+    ([, m]) => m > 0,
+  );
+  if (matches.length === 0) return null;
+  const round = s.funding.rounds + 1;
+  const total = matches.reduce((sum, [, m]) => sum + m, 0);
+  const entries: Entry[] = [
+    { account: 'pool', amount: -total },
+    ...matches.map(([id, m]) => ({ account: escrowAccount(id), amount: m })),
+  ];
+  return posting('fund', roundOpId(round), entries, now, { round });
+}
+
+/** What is left of a public good's escrow back to the matching pool, once (it marks the study settled). */
+export function refundToPool(s: LedgerView, studyId: string, now: number): Posting | null {
+  const from = escrowAccount(studyId);
+  if (settled(s, studyId)) return null;
+  const left = balance(s, from);
+  return posting('refund', refundOpId(studyId), left > 0 ? move(from, 'pool', left) : [], now, {
+    study_id: studyId,
+  });
 }
 
 export const escrowOpId = (studyId: string) => `escrow:${studyId}`;

@@ -2,7 +2,7 @@ import type { JobRecord } from '../models/job-record.ts';
 import type { StudyRecord } from '../models/study-record.ts';
 import { LedgerError } from './accounts.ts';
 import type { Builder, Journal } from './journal.ts';
-import { pay, refund, settled, slash } from './rules.ts';
+import { pay, refund, refundToPool, settled, slash } from './rules.ts';
 
 /** A provider outvoted on a job loses ten times what the execution would have earned, and at least 1 SIM. */
 export const SLASH_MIN = 1_000_000;
@@ -11,7 +11,8 @@ export const slashFor = (pay: number) => Math.max(SLASH_MIN, 10 * pay);
 export type SettlementOp =
   | { kind: 'pay'; study_id: string; job_id: string; attempt: number; key: string; amount: number }
   | { kind: 'slash'; job_id: string; attempt: number; key: string; amount: number }
-  | { kind: 'refund'; study_id: string; key: string };
+  /** What is left of a study's escrow to its payer's key, or (null: a public good) to the matching pool. */
+  | { kind: 'refund'; study_id: string; key: string | null };
 
 /**
  * What a job's record calls for (pure): each valid execution paid what it was placed at, each outvoted one slashed.
@@ -32,6 +33,15 @@ export function jobSettlement(after: JobRecord, before?: JobRecord): SettlementO
   return ops;
 }
 
+/**
+ * Where what is left of a study's escrow goes when it ends: a public good's to the matching pool (null), a paying
+ * study's to its payer; undefined for a free study (no escrow to settle).
+ */
+function refundTo(study: StudyRecord): string | null | undefined {
+  if (study.public_good) return null;
+  return study.budget > 0 && study.payer ? study.payer : undefined;
+}
+
 export interface SettlementDeps {
   journal: Journal;
   now: () => number;
@@ -46,7 +56,8 @@ export interface SettlementDeps {
 
 /**
  * Settlement follows committed job and study changes (the composition root subscribes it to the store's commits): a
- * valid execution is paid, an outvoted one slashed, and a study's escrow refunded once it has closed. Every posting
+ * valid execution is paid, an outvoted one slashed, and a study's escrow refunded once it has closed (a public good's
+ * to the matching pool). Every posting
  * is named by its operation (`pay:<job>:<attempt>`, `slash:…`, `refund:<study>`), so applying one twice is a no-op;
  * and on start `reconcile` walks every study not yet settled, so a crash between a commit and its posting heals
  * itself — exactly once, never lost. Postings go out one at a time, in commit order: a study's refund always comes
@@ -67,8 +78,9 @@ export class Settlement {
   }
 
   onStudy(before: StudyRecord | undefined, after: StudyRecord): void {
-    if (after.summary && !before?.summary && after.budget > 0 && after.payer)
-      this.enqueue([{ kind: 'refund', study_id: after.study_id, key: after.payer }]);
+    const to = refundTo(after);
+    if (after.summary && !before?.summary && to !== undefined)
+      this.enqueue([{ kind: 'refund', study_id: after.study_id, key: to }]);
   }
 
   /**
@@ -81,14 +93,15 @@ export class Settlement {
   ): Promise<number> {
     let n = 0;
     for (const study of studies) {
+      const to = refundTo(study);
       // A free study pays nothing but still slashes: its jobs are walked while they are held (until archived).
-      if (study.budget === 0 || !study.payer) {
+      if (to === undefined) {
         if (!study.archived) this.enqueue((await jobsOf(study)).flatMap((j) => jobSettlement(j)));
         continue;
       }
       if (settled(this.d.journal.state, study.study_id)) continue;
       const ops = (await jobsOf(study)).flatMap((j) => jobSettlement(j));
-      if (study.summary) ops.push({ kind: 'refund', study_id: study.study_id, key: study.payer });
+      if (study.summary) ops.push({ kind: 'refund', study_id: study.study_id, key: to });
       n += ops.length;
       this.enqueue(ops);
     }
@@ -142,8 +155,12 @@ export class Settlement {
         return (s) => pay(s, op.study_id, op.key, op.amount, op.job_id, op.attempt, now);
       case 'slash':
         return (s) => slash(s, op.key, op.amount, op.job_id, op.attempt, now);
-      case 'refund':
-        return (s) => refund(s, op.study_id, op.key, now);
+      case 'refund': {
+        const to = op.key;
+        return to === null
+          ? (s) => refundToPool(s, op.study_id, now)
+          : (s) => refund(s, op.study_id, to, now);
+      }
     }
   }
 }

@@ -253,8 +253,12 @@ export const AssignReply = z.strictObject({
 });
 export type AssignReply = z.infer<typeof AssignReply>;
 
-/** Coordinator → worker: stop an attempt (cancel). */
-export const CancelJob = z.strictObject({ job_id: z.string(), attempt: z.number().int() });
+/** Coordinator → worker: stop an attempt (cancelled, reclaimed or preempted; `reason` says which, for its result). */
+export const CancelJob = z.strictObject({
+  job_id: z.string(),
+  attempt: z.number().int(),
+  reason: z.string().max(500).optional(),
+});
 
 /** What a worker signs for each attempt: "this image, on this input, produced this output" (or none). */
 export const SignedClaim = z.strictObject({
@@ -428,3 +432,82 @@ export const HealthReply = z.strictObject({
   bus: BusHealth,
 });
 export type HealthReply = z.infer<typeof HealthReply>;
+
+/** `commons`: the public-goods studies and their funding; with `funder`, what that key's contributions computed. */
+export const CommonsRequest = z.strictObject({
+  funder: z
+    .string()
+    .regex(/^U[A-Z2-7]{55}$/, 'expected a user nkey (U…)')
+    .optional(),
+  limit: z.number().int().min(1).max(1000).default(100),
+});
+export type CommonsRequest = z.infer<typeof CommonsRequest>;
+
+const Micro = z.number().int();
+
+/** One public-goods study in the commons (amounts in µSIM). */
+export const CommonsStudy = z.strictObject({
+  study_id: StudyId,
+  name: z.string(),
+  title: z.string(),
+  description: z.string(),
+  state: StudyState,
+  submitted_at: z.number(),
+  finished_at: z.number().nullable(),
+  /** Distinct keys that gave to it directly, and what they gave. */
+  funders: z.number().int(),
+  contributed: Micro,
+  /** What funding rounds matched from the pool. */
+  matched: Micro,
+  /** Paid to providers for valid executions, and returned to the pool when it ended. */
+  spent: Micro,
+  returned: Micro,
+  /** What its escrow can still commit to new executions. */
+  available: Micro,
+  epochs: z.strictObject({ total: z.number().int(), done: z.number().int() }),
+  /** Why its queued jobs wait, when the coordinator knows. */
+  waiting: z.string().nullable(),
+});
+export type CommonsStudy = z.infer<typeof CommonsStudy>;
+
+/** What one funder's contributions computed: its share of each study it gave to, and of what that study did. */
+export const FunderShare = z.strictObject({
+  key: z.string(),
+  /** What it gave to the matching pool. */
+  pool: Micro,
+  studies: z.array(
+    z.strictObject({
+      study_id: StudyId,
+      title: z.string(),
+      contributed: Micro,
+      /** Its part of everything the study raised (contributions and match). */
+      share: z.number().min(0).max(1),
+      /** That share of the epochs computed and of the SIM spent. */
+      epochs: z.number().min(0),
+      spent: Micro,
+    }),
+  ),
+  epochs: z.number().min(0),
+  spent: Micro,
+});
+export type FunderShare = z.infer<typeof FunderShare>;
+
+export const CommonsReply = z.strictObject({
+  /** The matching pool now, and the keys that gave to it. */
+  pool: Micro,
+  pool_funders: z.number().int(),
+  /** Funding rounds so far, and when the next is due (null: none scheduled). */
+  rounds: z.number().int(),
+  next_round_at: z.number().nullable(),
+  /** Where public goods run: on idle slots inside providers' off-peak windows, or on any idle slot. */
+  policy: z.enum(['offpeak', 'idle']),
+  studies: z.array(CommonsStudy),
+  totals: z.strictObject({
+    contributed: Micro,
+    matched: Micro,
+    spent: Micro,
+    epochs_done: z.number().int(),
+  }),
+  funder: FunderShare.nullable(),
+});
+export type CommonsReply = z.infer<typeof CommonsReply>;

@@ -39,6 +39,7 @@ export const READ_OPS = [
   'balance',
   'ledger',
   'health',
+  'commons',
 ] as const;
 
 const USER_KEY = /^U[A-Z2-7]{55}$/;

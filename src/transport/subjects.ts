@@ -42,6 +42,8 @@ export const API_OPS = [
   'ledger',
   'enroll',
   'health',
+  'fund',
+  'commons',
 ] as const;
 export type ApiOp = (typeof API_OPS)[number];
 

@@ -33,6 +33,7 @@ export interface WorkerConfig {
 interface Running {
   job_id: string;
   attempt: number;
+  /** Aborted when told to stop: from then on it holds no slot, though its container or process may take a while. */
   controller: AbortController;
   /** Why it was aborted, reported as the result's reason. */
   abortReason: string | null;
@@ -44,11 +45,13 @@ const encoder = new TextEncoder();
 const REPORTED_FOR_MS = 10 * 60_000;
 const MAX_REPORTED = 2048;
 const attemptKey = (jobId: string, attempt: number) => `${jobId}#${attempt}`;
+const stopping = (r: Running) => r.controller.signal.aborted;
 
 /**
  * A provider's worker: advertises capacity in heartbeats, accepts assignments while it has free slots, runs each
  * attempt on its executor, and publishes signed batches of results to the RESULTS stream with a message id, so a
- * publish retried after a reconnect is stored once.
+ * publish retried after a reconnect is stored once. A paid assignment may name public-goods attempts here to stop
+ * first (`preempts`): their slots are free the moment they are told to stop.
  */
 export class WorkerAgent {
   private readonly running = new Map<string, Running>();
@@ -131,10 +134,7 @@ export class WorkerAgent {
     const all = () => Promise.all([...this.running.values()].map((r) => r.done));
     const timedOut = await Promise.race([all().then(() => false), sleep(graceMs).then(() => true)]);
     if (timedOut) {
-      for (const r of this.running.values()) {
-        r.abortReason = 'worker draining: handed back';
-        r.controller.abort();
-      }
+      for (const r of this.running.values()) this.stopAttempt(r, 'worker draining: handed back');
       await all();
     }
   }
@@ -155,7 +155,7 @@ export class WorkerAgent {
       name: this.config.name,
       executor: this.executor.kind,
       slots: this.config.slots,
-      slots_free: this.draining ? 0 : Math.max(0, this.config.slots - this.running.size),
+      slots_free: this.draining ? 0 : Math.max(0, this.config.slots - this.slotsTaken()),
       cpus: this.config.cpus,
       memory_mb: this.config.memory_mb,
       gpus: this.config.gpus,
@@ -165,6 +165,7 @@ export class WorkerAgent {
       offpeak: this.config.offpeak,
       tz: this.config.tz,
       offpeak_price_per_cpu_s: this.config.offpeak_price_per_cpu_s,
+      // Stopping attempts too, until they end: they still run here.
       running: [...this.running.keys()],
       reported: this.recentlyReported(),
       draining: this.draining,
@@ -172,6 +173,20 @@ export class WorkerAgent {
       interval_ms: this.config.heartbeatMs,
       version: this.config.version,
     };
+  }
+
+  /** Slots held: attempts not told to stop (one being killed gave its slot up already). */
+  private slotsTaken(): number {
+    let n = 0;
+    for (const r of this.running.values()) if (!stopping(r)) n++;
+    return n;
+  }
+
+  /** Aborts an attempt; its result says why (the first reason given: a later cancel does not rewrite a preemption). */
+  private stopAttempt(r: Running, reason: string): void {
+    if (stopping(r)) return;
+    r.abortReason = reason;
+    r.controller.abort(reason);
   }
 
   private recentlyReported(): string[] {
@@ -200,7 +215,11 @@ export class WorkerAgent {
     }
   }
 
-  /** Takes each assignment while a slot is free; answers every one, accepted or declined with the reason. */
+  /**
+   * Takes each assignment while a slot is free, after stopping the public-goods attempts it preempts (the coordinator
+   * has ended those already, whether or not this one is taken); answers every one, accepted or declined with the
+   * reason.
+   */
   private onAssign(msg: Msg): void {
     let req: AssignRequest;
     try {
@@ -218,10 +237,16 @@ export class WorkerAgent {
         accepted,
         reason,
       });
+      for (const p of a.preempts) {
+        const victim = this.running.get(attemptKey(p.job_id, p.attempt));
+        if (victim) this.stopAttempt(victim, `preempted: its slot went to paid job ${a.job.job_id}`);
+      }
       const key = attemptKey(a.job.job_id, a.attempt);
-      if (this.running.has(key)) return answer(true, null); // a retried request for what already runs
+      const same = this.running.get(key);
+      // A retried request for what already runs; one being stopped is not coming back.
+      if (same) return stopping(same) ? answer(false, 'being stopped') : answer(true, null);
       if (this.draining) return answer(false, 'draining');
-      if (this.running.size >= this.config.slots) return answer(false, 'no free slot');
+      if (this.slotsTaken() >= this.config.slots) return answer(false, 'no free slot');
       const running: Running = {
         job_id: a.job.job_id,
         attempt: a.attempt,
@@ -245,10 +270,7 @@ export class WorkerAgent {
     try {
       const c = decode(msg.data, CancelJob, 'cancel');
       const r = this.running.get(attemptKey(c.job_id, c.attempt));
-      if (r) {
-        r.abortReason = 'cancelled by the coordinator';
-        r.controller.abort();
-      }
+      if (r) this.stopAttempt(r, c.reason ?? 'cancelled by the coordinator');
     } catch {
       // Malformed cancels are ignored: nothing to stop.
     }

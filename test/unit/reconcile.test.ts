@@ -229,6 +229,7 @@ describe('reconcile', () => {
                 newcomers: 0,
                 work: 1,
                 max_price: null,
+                window_s: 0,
                 image: 'img',
                 limits,
                 priority: 0,
