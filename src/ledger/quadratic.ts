@@ -57,7 +57,7 @@ export function quadraticMatch(contributions: Contributions, pool: number): Map<
       left--;
     }
   }
-  ids.forEach((id, i) => out.set(id, whole[i]!));
+  for (const [i, id] of ids.entries()) out.set(id, whole[i]!);
   return out;
 }
 
