@@ -66,4 +66,23 @@ describe('settlement', () => {
     funds.onCommit({ kind: 'study', id: 's1', before: study, after: { ...study, archived: true } });
     expect(funds.of('s1')).toBeNull();
   });
+
+  it('gives a public good what its escrow has raised so far, and says it waits for funds', () => {
+    let raised = 0;
+    const funds = new StudyFunds(() => raised);
+    const study = {
+      study_id: 's1',
+      budget: 0,
+      archived: false,
+      public_good: { title: 't', description: '' },
+    } as StudyRecord;
+    funds.onCommit({ kind: 'study', id: 's1', before: undefined, after: study });
+    expect(funds.of('s1')).toEqual({ budget: 0, committed: 0, available: 0 });
+    raised = 1200;
+    const { before } = voted();
+    funds.onCommit({ kind: 'job', id: job.job_id, before: paid(), after: before });
+    expect(funds.of('s1')).toEqual({ budget: 1200, committed: 1500, available: -300 });
+    funds.markShort(['s1']);
+    expect(funds.waiting('s1')).toMatch(/contributions or a match/);
+  });
 });
