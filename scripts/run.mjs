@@ -168,6 +168,8 @@ const tasks = {
   // Placement at 1,000–100,000 simulated workers with the coordinator's pure code: no NATS, no Docker.
   'bench:placement': () => run(join(bin, 'node'), [join(root, 'bench', 'placement.ts'), ...rest]),
   'bench:failover': () => run(join(bin, 'node'), [join(root, 'bench', 'failover.ts'), ...rest]),
+  // A simulated day of the commons with the coordinator's pure scheduling code: no NATS, no Docker.
+  'bench:commons': () => run(join(bin, 'node'), [join(root, 'bench', 'commons.ts'), ...rest]),
   // Builds plurigrid/grid-epoch and plurigrid/worker on the local engine (no registry) and prints their IDs.
   images: () =>
     ensureDockerEngine() ? run(join(bin, 'node'), [join(root, 'scripts', 'images.ts'), ...rest]) : 1,
@@ -181,7 +183,7 @@ ensureDependencies();
 if (
   task === 'test' ||
   task === 'demo' ||
-  (task.startsWith('bench:') && task !== 'bench:verify' && task !== 'bench:placement')
+  (task.startsWith('bench:') && !['bench:verify', 'bench:placement', 'bench:commons'].includes(task))
 )
   ensureNatsServer();
 // The Docker tests fail (never skip) without an engine, and the demo should show the sandbox, so both get one

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { ApiClient } from '../coordinator/client.ts';
@@ -343,6 +343,8 @@ export async function runDemo(opts: Options): Promise<void> {
     const pgFinal = await follow(client.nc, api, pg.study_id, PUBLIC_OWNER, progress.update);
     progress.stop();
     if (pgFinal.state !== 'done') throw new Error(`the public good ended ${pgFinal.state}`);
+    // The public good's answer, beside the paid study's (its results are public).
+    await writeStudyResults(api, pg.study_id, join(dirname(opts.out), pg.name));
     const stopped = await preemptions(api, pg.study_id);
     say(
       `public good: ${statusLine(pgFinal)}; ${stopped.preempted} of its executions were preempted by paid work and requeued (${stopped.paid} of those paid)`,
