@@ -28,7 +28,8 @@ export function pendingJobs(
     wantedTotal += want;
     const used = workersUsed(rec);
     const newcomers = used.filter((w) => !o.established(w)).length;
-    const work = rec.max_price === null ? 0 : jobWork(rec.job);
+    // What it is paid for, and (a public good) how long a provider's window must stay open for it.
+    const estimate = rec.max_price !== null || rec.public_good ? jobWork(rec.job) : 0;
     pending.push({
       job_id: rec.job.job_id,
       study_id: rec.job.study_id,
@@ -44,9 +45,9 @@ export function pendingJobs(
       needs_established: newcomers === used.length,
       quorum: quorumOf(rec),
       newcomers,
-      work,
+      work: rec.max_price === null ? 0 : estimate,
       max_price: rec.max_price,
-      window_s: rec.public_good ? jobWork(rec.job) : 0,
+      window_s: rec.public_good ? estimate : 0,
     });
   }
   return pending;
