@@ -1,8 +1,9 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { EXIT_FAILURE, EXIT_USAGE } from '../../src/cli/errors.ts';
+import { EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE } from '../../src/cli/errors.ts';
 import { main } from '../../src/cli/main.ts';
 import { formatSim, sim } from '../../src/ledger/accounts.ts';
 import { DEFAULT_FAUCET_POLICY } from '../../src/ledger/rules.ts';
@@ -141,5 +142,60 @@ describe('plurigrid keys, faucet, balance, transfer, stake, ledger', () => {
     expect(ledgerText.stdout).toMatch(/verified: the chain of \d+ postings/);
     for (const r of [ledger, ledgerText, after, sent, staked])
       expect(`${r.stdout}${r.stderr}`).not.toContain(seed);
+  }, 30_000);
+});
+
+describe('plurigrid submit --public-good, fund, commons', () => {
+  it('submits a public good, gives to it and to the pool (signed), and shows the commons', async () => {
+    const study = fileURLToPath(new URL('../../examples/commons-village.json', import.meta.url));
+    const submitted = await plurigrid(
+      'submit',
+      study,
+      '--public-good',
+      'Winter village',
+      '--description',
+      'for the village',
+    );
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const id = /submitted (\S+) .* as a public good/.exec(submitted.stdout)?.[1];
+    expect(id).toMatch(/^s/);
+    const gift = await plurigrid('fund', id!, '2');
+    const pool = await plurigrid('fund', 'pool', '3', '--json');
+    expect(gift.code, gift.stderr).toBe(0);
+    expect(gift.stdout).toContain(`gave 2 SIM to public good ${id}`);
+    expect(pool.code, pool.stderr).toBe(0);
+    expect(json(pool).op_id).toMatch(/^req:U/);
+    // Not a study, not a target at all, more than the key holds: refused, nothing moves.
+    const unknown = await plurigrid('fund', 'snothere', '1');
+    const badTarget = await plurigrid('fund', 'no.such', '1');
+    const tooMuch = await plurigrid('fund', id!, '1000000');
+    expect(unknown.code).toBe(EXIT_NOT_FOUND);
+    expect(badTarget.code).toBe(EXIT_USAGE);
+    expect(badTarget.stderr).toMatch(/target: expected a study id or "pool"/);
+    expect(tooMuch.code).toBe(EXIT_FAILURE);
+    expect(tooMuch.stderr).toMatch(/insufficient funds/);
+
+    const mine = await plurigrid('commons', '--mine', '--json');
+    expect(mine.code, mine.stderr).toBe(0);
+    const view = json(mine);
+    expect(view.pool).toBe(sim('3'));
+    expect(view.studies).toEqual([
+      expect.objectContaining({
+        study_id: id,
+        title: 'Winter village',
+        funders: 1,
+        contributed: sim('2'),
+        matched: 0,
+      }),
+    ]);
+    expect(view.funder).toMatchObject({
+      pool: sim('3'),
+      studies: [expect.objectContaining({ study_id: id, share: 1 })],
+    });
+    const text = await plurigrid('commons');
+    expect(text.stdout).toMatch(/matching pool 3 SIM from 1 funder/);
+    expect(text.stdout).toContain('Winter village');
+    const both = await plurigrid('commons', '--mine', '--funder', view.funder.key);
+    expect(both.code).toBe(EXIT_USAGE);
   }, 30_000);
 });
