@@ -84,7 +84,9 @@ describe('a replicated JetStream cluster', () => {
       30_000,
       'a new meta leader',
     );
-    await until(async () => (await progress()) > done, 60_000, 'progress without the old meta leader', true);
+    // Generous waits: three servers, a coordinator and two workers share two cores, and a stream's new leader is found
+    // by its consumers only after their heartbeats miss; the test is about surviving, not about how fast.
+    await until(async () => (await progress()) > done, 120_000, 'progress without the old meta leader', true);
     await byName(metaLeader).start();
     // Killing a second node before the first has caught up would leave one of three: no quorum, by design.
     await until(() => healed(sys!, admin), 60_000, 'the restarted node to catch up', true);
@@ -103,7 +105,7 @@ describe('a replicated JetStream cluster', () => {
     );
     await until(
       async () => (await progress()) > done,
-      60_000,
+      120_000,
       'progress without the old RESULTS leader',
       true,
     );
@@ -116,7 +118,7 @@ describe('a replicated JetStream cluster', () => {
         const h = await c.api.health();
         return h.bus.connected && h.bus.streams.every((s) => s.ok && s.replicas === 3 && s.current === 3);
       },
-      30_000,
+      90_000,
       'health to show every stream with 3 current replicas',
       true,
     );
@@ -137,5 +139,5 @@ describe('a replicated JetStream cluster', () => {
     const ledger = await c.api.ledger({ verify: true, limit: 1000 });
     expect(ledger.check).toMatchObject({ ok: true, problems: [] });
     expect(balanceSum(ledger.balances)).toBe(0);
-  }, 300_000);
+  }, 480_000);
 });
