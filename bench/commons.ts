@@ -42,15 +42,10 @@ import { ROUND_BUDGET } from '../src/coordinator/scheduler.ts';
 import type { Job } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
 import type { OffPeakWindow } from '../src/models/worker.ts';
+import { envNumber } from './env.ts';
 import { templateJob } from './template-job.ts';
 
-const num = (name: string, fallback: number) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}: expected a number ≥ 0, got ${v}`);
-  return n;
-};
+const num = envNumber;
 const WORKERS = num('BENCH_WORKERS', 1000);
 const PEAK_LOAD = num('BENCH_LOAD', 1.05);
 const TICK_MS = num('BENCH_TICK_S', 5) * 1000;

@@ -42,15 +42,10 @@ import {
 import { ROUND_BUDGET } from '../src/coordinator/scheduler.ts';
 import { type Job, ResourceLimits } from '../src/models/job.ts';
 import type { JobRecord } from '../src/models/job-record.ts';
+import { envNumber } from './env.ts';
 import { templateJob } from './template-job.ts';
 
-const num = (name: string, fallback: number) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}: expected a number ≥ 0, got ${v}`);
-  return n;
-};
+const num = envNumber;
 const SIZES = (process.env.BENCH_WORKERS || '1000,10000,100000').split(',').map(Number);
 if (SIZES.some((n) => !Number.isInteger(n) || n < 1))
   throw new Error(

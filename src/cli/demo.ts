@@ -71,16 +71,6 @@ function estimateOf(req: SubmitRequest, quorum: number): number {
   return studyEstimate(jobs, DEFAULT_MAX_PRICE, quorum);
 }
 
-/** The whole journal, page by page. */
-async function journal(api: ApiClient): Promise<JournalEntry[]> {
-  const entries: JournalEntry[] = [];
-  for (;;) {
-    const page = await api.ledger({ from: entries.length + 1, limit: 1000 });
-    entries.push(...page.entries);
-    if (page.entries.length === 0 || entries.length >= page.postings) return entries;
-  }
-}
-
 /**
  * Who was paid what, from the journal: the submitter's escrow, what went to providers and its refund; each provider's
  * earnings (paid and off-peak public-goods work) and any slash; then the check that the journal re-walks and its
@@ -99,7 +89,7 @@ async function ledgerSummary(
   const refundOf = (id: string) =>
     entries.find((e) => e.posting.kind === 'refund' && e.posting.refs.study_id === id);
   do {
-    entries = await journal(api);
+    entries = await api.allJournal();
     if (!refundOf(studyId) || !refundOf(publicGood)) await new Promise((r) => setTimeout(r, 200));
   } while ((!refundOf(studyId) || !refundOf(publicGood)) && Date.now() < deadline);
   const creditTo = (e: JournalEntry, account: string) =>
@@ -163,7 +153,7 @@ async function preemptions(api: ApiClient, studyId: string): Promise<{ preempted
   const stopped = jobs.flatMap((j) =>
     j.executions.filter((e) => e.ended === 'preempted').map((e) => `pay:${j.job_id}:${e.attempt}`),
   );
-  const ops = new Set((await journal(api)).map((e) => e.posting.op_id));
+  const ops = new Set((await api.allJournal()).map((e) => e.posting.op_id));
   return { preempted: stopped.length, paid: stopped.filter((op) => ops.has(op)).length };
 }
 

@@ -2,6 +2,7 @@ import type { KeyPair } from '@nats-io/nkeys';
 import { errors, type NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { BalanceReply, JournalReply, PostingReply } from '../ledger/messages.ts';
+import type { JournalEntry } from '../ledger/posting.ts';
 import { signRequest } from '../ledger/signed.ts';
 import {
   CommonsReply,
@@ -136,6 +137,16 @@ export class ApiClient {
   }
   ledger(opts: { from?: number; limit?: number; verify?: boolean } = {}) {
     return this.call('ledger', opts, JournalReply);
+  }
+
+  /** The whole journal, page by page. */
+  async allJournal(): Promise<JournalEntry[]> {
+    const entries: JournalEntry[] = [];
+    for (;;) {
+      const page = await this.ledger({ from: entries.length + 1, limit: 1000 });
+      entries.push(...page.entries);
+      if (page.entries.length === 0 || entries.length >= page.postings) return entries;
+    }
   }
 
   /** Every accepted epoch of a study, page by page. */

@@ -3,8 +3,6 @@
 import { createUser } from '@nats-io/nkeys';
 import { afterEach, describe, expect, it } from 'vitest';
 import { balanceSum } from '../../src/cli/ledger.ts';
-import type { ApiClient } from '../../src/coordinator/client.ts';
-import type { JournalEntry } from '../../src/ledger/posting.ts';
 import { Study } from '../../src/models/study.ts';
 import { expandStudy } from '../../src/study/expand.ts';
 import { Cluster, smallStudy, until } from './cluster.ts';
@@ -17,15 +15,6 @@ afterEach(async () => {
 
 /** Idle capacity offered around the clock, cheaper than the usual ask. */
 const OFFPEAK = ['--offpeak', '0-24', '--tz', 'Europe/Berlin', '--offpeak-price', '0.0005'];
-
-async function journal(api: ApiClient): Promise<JournalEntry[]> {
-  const entries: JournalEntry[] = [];
-  for (;;) {
-    const page = await api.ledger({ from: entries.length + 1, limit: 1000 });
-    entries.push(...page.entries);
-    if (page.entries.length === 0 || entries.length >= page.postings) return entries;
-  }
-}
 
 describe('the commons, with real processes', () => {
   it('a public good backfills two workers, a paid study preempts it and finishes first, then the public good finishes; nothing preempted is paid', async () => {
@@ -83,13 +72,13 @@ describe('the commons, with real processes', () => {
     // The ledger: settled, nothing paid for preempted work, every balance sums to zero and the chain verifies.
     await until(
       async () => {
-        const ops = new Set((await journal(api)).map((e) => e.posting.op_id));
+        const ops = new Set((await api.allJournal()).map((e) => e.posting.op_id));
         return ops.has(`refund:${pg.study_id}`) && ops.has(`refund:${paid.study_id}`);
       },
       20_000,
       'both studies settled',
     );
-    const entries = await journal(api);
+    const entries = await api.allJournal();
     const ops = new Set(entries.map((e) => e.posting.op_id));
     for (const op of preempted) expect(ops.has(op)).toBe(false);
     const pays = entries.filter((e) => e.posting.kind === 'pay' && e.posting.refs.study_id === pg.study_id);
