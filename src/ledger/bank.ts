@@ -19,7 +19,6 @@ import {
   matchRound,
   mint,
   refund,
-  refundToPool,
   release,
   stake,
   stakeOf,
@@ -181,11 +180,6 @@ export class Bank {
         .filter((e) => e.amount > 0)
         .map((e) => ({ study_id: e.account.slice('escrow:'.length), amount: e.amount })),
     };
-  }
-
-  /** What is left of a public good's escrow back to the pool (once). */
-  async refundToPool(studyId: string): Promise<void> {
-    await this.o.journal.append((s) => refundToPool(s, studyId, this.o.now()));
   }
 
   /**
