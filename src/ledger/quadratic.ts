@@ -11,13 +11,13 @@ export type Contributions = ReadonlyMap<string, ReadonlyMap<string, number>>;
 
 /**
  * A good's unscaled match, (Σ √cⱼ)² − Σ cⱼ, computed as 2·Σ_{j<k} √cⱼ·√cₖ: a sum of positive terms, so it is exactly
- * 0 for a single funder and loses no precision to cancellation when one funder dominates.
+ * 0 for a single funder and loses no precision to cancellation when one funder dominates. The gifts are summed
+ * smallest first: floating-point sums depend on their order, and the match must not depend on the funders' order.
  */
 export function rawMatch(gifts: Iterable<number>): number {
   let roots = 0;
   let cross = 0;
-  for (const c of gifts) {
-    if (!(c > 0)) continue;
+  for (const c of [...gifts].filter((c) => c > 0).sort((a, b) => a - b)) {
     const r = Math.sqrt(c);
     cross += r * roots;
     roots += r;

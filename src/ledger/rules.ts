@@ -197,6 +197,9 @@ function checkFund(s: LedgerView, p: Posting): void {
     if (round !== s.funding.rounds + 1)
       throw invalid(p, `round ${round} where ${s.funding.rounds + 1} comes next`);
     if (p.op_id !== roundOpId(round)) throw invalid(p, `a round's op id is ${roundOpId(round)}`);
+    // A round is the pool's, not a gift: refs naming a key or a study would make it read as both.
+    if (p.refs.key !== undefined || p.refs.study_id !== undefined)
+      throw invalid(p, 'a round names no key or study in its refs');
     for (const e of p.entries) {
       if (e.amount < 0 && e.account !== 'pool') throw invalid(p, 'a round pays out of the pool only');
       if (e.amount > 0 && classOf(e.account) !== 'escrow') throw invalid(p, 'a round pays into escrows only');
@@ -218,7 +221,7 @@ function checkFund(s: LedgerView, p: Posting): void {
         'study-settled',
         `posting ${p.op_id}: study ${p.refs.study_id} is already settled`,
       );
-  }
+  } else if (p.refs.study_id !== undefined) throw invalid(p, 'a gift to the pool names no study');
 }
 
 /**

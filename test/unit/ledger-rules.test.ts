@@ -24,16 +24,20 @@ import {
   applyEntry,
   applyPosting,
   balance,
+  contribute,
   DEFAULT_FAUCET_POLICY,
   dueReleases,
   emptyState,
   escrow,
   type FaucetPolicy,
   faucet,
+  fund,
   type LedgerState,
+  matchRound,
   mint,
   pay,
   refund,
+  refundToPool,
   release,
   replay,
   settled,
@@ -86,6 +90,7 @@ const snapshot = (s: LedgerState) => ({
   applied: [...s.applied],
   unbonding: [...s.unbonding],
   faucet: [...s.faucet.perKeyDay, ...s.faucet.perKeyTotal, ...s.faucet.perDay],
+  funding: structuredClone(s.funding),
   lastSeq: s.lastSeq,
   lastHash: s.lastHash,
 });
@@ -372,18 +377,35 @@ const amount = fc.oneof(fc.integer({ min: 1, max: 2_000 }), fc.integer({ min: 1,
 const opNo = fc.integer({ min: 0, max: 6 }); // few op ids, so retries happen
 
 const faucetOp = fc.record({ t: fc.constant('faucet' as const), k: key });
+// The commons: gifts to a study or to the pool, funding rounds, a public good's rest back to the pool.
+const giftOp = fc.record({ t: fc.constant('contribute' as const), st: study, k: key, amount, n: opNo });
+const poolOp = fc.record({ t: fc.constant('fund' as const), k: key, amount, n: opNo });
+const roundOp = fc.record({ t: fc.constant('round' as const) });
+const toPoolOp = fc.record({ t: fc.constant('refundToPool' as const), st: study });
+const payOp = fc.record({
+  t: fc.constant('pay' as const),
+  st: study,
+  k: key,
+  amount,
+  job: opNo,
+  attempt: opNo,
+});
 const advance = (max: number) => fc.record({ t: fc.constant('advance' as const), ms: fc.nat(max) });
 const op = fc.oneof(
   fc.record({ t: fc.constant('mint' as const), k: key, amount }),
   faucetOp,
   fc.record({ t: fc.constant('transfer' as const), k: key, to: key, amount, n: opNo }),
   fc.record({ t: fc.constant('escrow' as const), st: study, k: key, amount }),
-  fc.record({ t: fc.constant('pay' as const), st: study, k: key, amount, job: opNo, attempt: opNo }),
+  payOp,
   fc.record({ t: fc.constant('refund' as const), st: study, k: key }),
   fc.record({ t: fc.constant('stake' as const), k: key, amount, n: opNo }),
   fc.record({ t: fc.constant('unstake' as const), k: key, amount, n: opNo, ms: fc.nat(3 * DAY) }),
   fc.record({ t: fc.constant('release' as const), pick: fc.nat() }),
   fc.record({ t: fc.constant('slash' as const), k: key, amount, job: opNo, attempt: opNo }),
+  giftOp,
+  poolOp,
+  roundOp,
+  toPoolOp,
   advance(DAY),
   fc.record({ t: fc.constant('repeat' as const), pick: fc.nat() }),
 );
@@ -394,6 +416,17 @@ const faucetOps = fc.array(
     minLength: 1,
     maxLength: 80,
   },
+);
+/** Mostly gifts, then rounds, payments and ends of public goods: sequences that run many funding rounds. */
+const commonsOps = fc.array(
+  fc.oneof(
+    { arbitrary: giftOp, weight: 8 },
+    { arbitrary: poolOp, weight: 3 },
+    { arbitrary: roundOp, weight: 3 },
+    { arbitrary: payOp, weight: 2 },
+    { arbitrary: toPoolOp, weight: 1 },
+  ),
+  { minLength: 20, maxLength: 60 },
 );
 type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
 
@@ -424,6 +457,14 @@ function build(s: LedgerState, o: Op, now: number, log: JournalEntry[]): Posting
     }
     case 'slash':
       return slash(s, k, o.amount, `job-${o.job}`, o.attempt, now);
+    case 'contribute':
+      return contribute(s, STUDIES[o.st]!, k, o.amount, `gift:${o.n}`, now);
+    case 'fund':
+      return fund(s, k, o.amount, `fund:${o.n}`, now);
+    case 'round':
+      return matchRound(s, STUDIES, now);
+    case 'refundToPool':
+      return refundToPool(s, STUDIES[o.st]!, now);
     default:
       return null;
   }
@@ -506,17 +547,47 @@ describe('ledger properties over random operation sequences', () => {
 
   it('never pays out of an escrow more than was put in: Σ pay + refund = escrowed once settled', () => {
     fc.assert(
-      fc.property(ops, (o) => {
+      fc.property(fc.oneof(ops, commonsOps), (o) => {
         const { state, log } = run(o);
         for (const st of STUDIES) {
           const of = (kind: string) => (p: Posting) => p.kind === kind && p.refs.study_id === st;
           const acct = () => escrowAccount(st);
-          const escrowed = sumWhere(log, of('escrow'), acct);
+          // What went in: a payer's escrow, gifts and funding rounds' matches.
+          const escrowed = sumWhere(log, (p) => p.kind === 'escrow' || p.kind === 'fund', acct);
           const paid = 0 - sumWhere(log, of('pay'), acct);
           const refunded = 0 - sumWhere(log, of('refund'), acct);
           expect(paid).toBeLessThanOrEqual(escrowed);
           expect(paid + refunded + balance(state, escrowAccount(st))).toBe(escrowed);
           if (settled(state, st)) expect(paid + refunded).toBe(escrowed);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('keeps the commons’ books: matches, gifts, spending and pending gifts add up to what the journal moved', () => {
+    fc.assert(
+      fc.property(fc.oneof(ops, commonsOps), (o) => {
+        const { state, log } = run(o);
+        const postings = log.map((e) => e.posting);
+        const rounds = postings.filter((p) => p.kind === 'fund' && p.refs.round !== undefined);
+        expect(state.funding.rounds).toBe(rounds.length);
+        expect(rounds.map((p) => p.refs.round)).toEqual(rounds.map((_, i) => i + 1));
+        const toPool = sumWhere(
+          log,
+          (p) => p.kind === 'fund' && p.refs.round === undefined,
+          () => 'pool',
+        );
+        expect([...state.funding.pool.values()].reduce((a, b) => a + b, 0)).toBe(toPool);
+        for (const [st, f] of state.funding.studies) {
+          const acct = () => escrowAccount(st);
+          expect(f.matched).toBe(sumWhere(log, (p) => rounds.includes(p), acct));
+          // A public good is spent from its first gift on (these sequences also escrow payers' budgets into it).
+          const paid = 0 - sumWhere(log, (p) => p.kind === 'pay', acct);
+          const escrowed = postings.some((p) => p.kind === 'escrow' && p.refs.study_id === st);
+          if (escrowed) expect(f.spent).toBeLessThanOrEqual(paid);
+          else expect(f.spent).toBe(paid);
+          for (const [k, v] of f.pending) expect(v).toBeLessThanOrEqual(f.contributed.get(k)!);
         }
       }),
       { numRuns: 300 },
@@ -545,21 +616,26 @@ describe('ledger properties over random operation sequences', () => {
 
   it('replays its journal into the same state, and a replay refuses any tampered entry', () => {
     fc.assert(
-      fc.property(ops, fc.nat(), fc.integer({ min: 1, max: 1000 }), (o, pick, delta) => {
-        const { state, log } = run(o);
-        for (const e of log) expect(e.hash).toBe(entryHash(e.prev_hash, e.posting));
-        const again = replay(log);
-        expect(snapshot(again)).toEqual(snapshot(state));
+      fc.property(
+        fc.oneof(ops, commonsOps),
+        fc.nat(),
+        fc.integer({ min: 1, max: 1000 }),
+        (o, pick, delta) => {
+          const { state, log } = run(o);
+          for (const e of log) expect(e.hash).toBe(entryHash(e.prev_hash, e.posting));
+          const again = replay(log);
+          expect(snapshot(again)).toEqual(snapshot(state));
 
-        // Move `delta` µSIM more through one entry: still balanced, but the hash no longer recomputes.
-        const tampered = structuredClone(log);
-        const victim = tampered[pick % tampered.length]!.posting;
-        const [debit, credit] = [...victim.entries].sort((a, b) => a.amount - b.amount);
-        if (!debit || !credit) return;
-        debit.amount -= delta;
-        credit.amount += delta;
-        refusedWith('bad-hash', () => replay(tampered));
-      }),
+          // Move `delta` µSIM more through one entry: still balanced, but the hash no longer recomputes.
+          const tampered = structuredClone(log);
+          const victim = tampered[pick % tampered.length]!.posting;
+          const [debit, credit] = [...victim.entries].sort((a, b) => a.amount - b.amount);
+          if (!debit || !credit) return;
+          debit.amount -= delta;
+          credit.amount += delta;
+          refusedWith('bad-hash', () => replay(tampered));
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -110,6 +110,19 @@ describe('quadratic funding', () => {
     );
   });
 
+  it('a raw match is the same bit for bit whatever order the funders come in', () => {
+    fc.assert(
+      fc.property(
+        fc
+          .array(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { minLength: 2, maxLength: 12 })
+          .chain((g) => fc.tuple(fc.constant(g), fc.shuffledSubarray(g, { minLength: g.length }))),
+        ([g, shuffled]) => {
+          expect(rawMatch(shuffled)).toBe(rawMatch(g));
+        },
+      ),
+    );
+  });
+
   it('a round takes the goods with the largest matches when it cannot take them all', () => {
     const c: Contributions = new Map([
       [
