@@ -92,8 +92,16 @@ export function buildSubmission(
   const retry: RetryPolicy = {
     ...ctx.retry,
     ...(req.max_attempts !== undefined ? { maxAttempts: req.max_attempts } : {}),
+    // A public good waits for windows and funds by design: the coordinator's queue timeout is not for it.
+    ...(req.public_good ? { queueTimeoutMs: null } : {}),
     ...(req.queue_timeout_s !== undefined ? { queueTimeoutMs: req.queue_timeout_s * 1000 } : {}),
   };
+  // Community money pays a public good: its price is held to the default ceiling, so a submitter cannot set a price
+  // at which one provider of its own drains what funders gave.
+  if (req.public_good && req.max_price !== undefined && req.max_price > DEFAULT_MAX_PRICE)
+    throw new InputError('invalid submit request', [
+      `max_price: a public good pays at most ${DEFAULT_MAX_PRICE} SIM per CPU-second, got ${req.max_price}`,
+    ]);
   const quorum = req.verification?.quorum ?? 2;
   const budget = ctx.budget ?? 0;
   const publicGood = req.public_good ?? null;

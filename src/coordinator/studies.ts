@@ -110,6 +110,10 @@ export class StudyService implements StudyApi {
   ): Promise<SubmitReply> {
     const { store, clock, log } = this.d;
     const budget = req.budget === undefined ? 0 : sim(req.budget);
+    if (req.public_good && !this.d.bank)
+      throw new InputError('invalid submit request', [
+        'public_good: this coordinator keeps no ledger to fund it',
+      ]);
     if (budget > 0 && !this.d.bank)
       throw new InputError('invalid submit request', ['budget: this coordinator keeps no ledger']);
     // A signature makes its key the owner: it must check out even when no SIM moves (the escrow checks its own).

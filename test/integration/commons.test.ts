@@ -4,6 +4,7 @@
 import { createUser, type KeyPair } from '@nats-io/nkeys';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConflictError, NotFoundError } from '../../src/coordinator/errors.ts';
+import { DEFAULT_RETRY } from '../../src/coordinator/job-state.ts';
 import { jobWork, payFor } from '../../src/coordinator/pricing.ts';
 import { MICRO_PER_SIM } from '../../src/ledger/accounts.ts';
 import { Bank } from '../../src/ledger/bank.ts';
@@ -11,6 +12,7 @@ import { Journal } from '../../src/ledger/journal.ts';
 import { balance } from '../../src/ledger/rules.ts';
 import { signRequest } from '../../src/ledger/signed.ts';
 import type { SubmitRequest } from '../../src/models/api.ts';
+import { InputError } from '../../src/models/errors.ts';
 import { jobIdOf } from '../../src/models/study-record.ts';
 import { type FakeWorker, Harness, tinyStudy } from '../fixtures/harness.ts';
 
@@ -108,6 +110,29 @@ describe('the commons: funding rounds', () => {
     await expect(give(h, kp, 'snope', '1')).rejects.toBeInstanceOf(NotFoundError);
     expect(c.journal.state.lastSeq).toBe(entries);
     expect(c.bank.balanceOf(kp.getPublicKey()).available).toBe(100 * MICRO_PER_SIM);
+    // Nor for a public good that has ended.
+    const pg = await h.submit(publicGood(1));
+    await h.coordinator.studies.cancel(pg.study_id);
+    await expect(give(h, kp, pg.study_id, '1')).rejects.toBeInstanceOf(ConflictError);
+    expect(c.journal.state.lastSeq).toBe(entries);
+  });
+
+  it('a public good waits for its window past the queue timeout, and cannot price itself above the ceiling', async () => {
+    const c = await commonsHarness();
+    h = c.harness;
+    await h.stopCoordinator();
+    await h.startCoordinator({
+      bank: c.bank,
+      roundEveryMs: null,
+      retry: { ...DEFAULT_RETRY, queueTimeoutMs: 1000 },
+    });
+    const pg = await h.submit(publicGood(1));
+    const job = jobIdOf(pg.study_id, 0);
+    expect(h.job(job)!.queue_deadline).toBeNull();
+    h.clock.advance(60_000);
+    await h.round();
+    expect(h.job(job)!.status).toBe('queued');
+    await expect(h.submit({ ...publicGood(1), max_price: 1 })).rejects.toBeInstanceOf(InputError);
   });
 });
 
@@ -171,7 +196,7 @@ describe('the commons: backfill and preemption', () => {
     for (const id of pgJobs) expect(pays.some((p) => p.op_id === `pay:${id}:1`)).toBe(false);
     // The public good's leftovers went back to the pool; the ledger still sums to zero.
     const refund = postings.find((p) => p.op_id === `refund:${pg.study_id}`)!;
-    expect(refund.entries.find((e) => e.amount > 0)?.account ?? 'pool').toBe('pool');
+    expect(refund.entries.filter((e) => e.amount > 0).map((e) => e.account)).toEqual(['pool']);
     expect(balance(c.journal.state, 'pool')).toBeGreaterThan(0);
     let sum = 0;
     for (const v of c.journal.state.balances.values()) sum += v;
