@@ -591,12 +591,14 @@ function simulate(withCommons: boolean, arrivals: readonly Arrival[]): DayResult
     for (const [w, v] of openViews)
       v.left_s = Number.isFinite(closesAt[w]!) ? (closesAt[w]! - now) / 1000 : null;
     const preemptible = preemptibleOf([...index.runningCommons].map(get));
-    // How long ago the windows closed, of the workers running public goods (windowClosures asks of no others).
+    // How long ago the windows closed, of the workers running public goods (windowClosures asks of no others; when
+    // none runs outside a window, there is nothing to ask).
     const closed = new Map<string, number | null>();
-    for (const p of preemptible) {
-      const w = providerIndex.get(p.worker_id)!;
-      if (!open[w]) closed.set(p.worker_id, closedAt[w] === null ? null : now - closedAt[w]!);
-    }
+    if (commonsTotal > openCommons)
+      for (const p of preemptible) {
+        const w = providerIndex.get(p.worker_id)!;
+        if (!open[w]) closed.set(p.worker_id, closedAt[w] === null ? null : now - closedAt[w]!);
+      }
     // A closed window lets public goods finish within the grace, then takes its slots back.
     const closures = windowClosures(preemptible, closed, now, GRACE_MS);
     for (const c of closures) {
@@ -785,7 +787,7 @@ console.log(
   `  public goods: an endless backlog, funded without limit; estimated work log-normal, median ${P['commons-median-min']} min (2–90); true ÷ estimated work log-normal, σ ${P['estimate-error']}`,
 );
 console.log(
-  `  rounds on events, at most one per ${P['round-gap-s']} simulated s; a preempted container stops in ${P['stop-s']} s; window grace ${P['grace-s']} s; policy ${POLICY}; round budget ${fmt(ROUND_BUDGET.placements)} placements; seed ${SEED}`,
+  `  rounds on events, ${ROUND_GAP_MS > 0 ? `coalesced to at most one per ${P['round-gap-s']} simulated s` : 'one per instant with an event'}; a preempted container stops in ${P['stop-s']} s; window grace ${P['grace-s']} s; policy ${POLICY}; round budget ${fmt(ROUND_BUDGET.placements)} placements; seed ${SEED}`,
 );
 
 let t = performance.now();
