@@ -2,7 +2,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import { createUser } from '@nats-io/nkeys';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { escrowAccount, keyAccount, LedgerError, type LedgerErrorCode } from '../../src/ledger/accounts.ts';
+import { escrowAccount, keyAccount } from '../../src/ledger/accounts.ts';
 import { Bank } from '../../src/ledger/bank.ts';
 import { fundingOf } from '../../src/ledger/funding.ts';
 import type { Builder, Journal } from '../../src/ledger/journal.ts';
@@ -23,23 +23,13 @@ import {
   settled,
 } from '../../src/ledger/rules.ts';
 import { AuthError, signRequest } from '../../src/ledger/signed.ts';
+import { refusedWith } from '../fixtures/ledger.ts';
 
 const T0 = Date.UTC(2026, 10, 22);
 const pairs = Array.from({ length: 4 }, () => createUser());
 const keys = pairs.map((kp) => kp.getPublicKey());
 const [K1, K2, K3, SPONSOR] = keys as [string, string, string, string];
 const STUDIES = ['sA', 'sB', 'sC'];
-
-function refusedWith(code: LedgerErrorCode, fn: () => unknown): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(LedgerError);
-  expect((caught as LedgerError).code).toBe(code);
-}
 
 /** Four keys with 1,000 SIM each; `log` keeps every entry, for replays. */
 function start(): { s: LedgerState; log: JournalEntry[]; apply: (p: Posting | null) => JournalEntry } {

@@ -49,6 +49,7 @@ import {
   unstake,
   utcDay,
 } from '../../src/ledger/rules.ts';
+import { refusedWith } from '../fixtures/ledger.ts';
 
 const [A, B, C, D] = Array.from({ length: 4 }, () => createUser().getPublicKey()) as [
   string,
@@ -60,16 +61,6 @@ const T0 = Date.UTC(2025, 5, 1, 12);
 const DAY = 86_400_000;
 
 /** Runs `fn`, expecting a LedgerError with `code`. */
-function refusedWith(code: LedgerErrorCode, fn: () => unknown): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(LedgerError);
-  expect((caught as LedgerError).code).toBe(code);
-}
 
 function apply(s: LedgerState, p: Posting | null): JournalEntry {
   expect(p).not.toBeNull();

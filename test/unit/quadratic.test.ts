@@ -1,7 +1,7 @@
 import { createUser } from '@nats-io/nkeys';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { keyAccount, LedgerError, type LedgerErrorCode } from '../../src/ledger/accounts.ts';
+import { keyAccount } from '../../src/ledger/accounts.ts';
 import { fundingOf, raisedOf } from '../../src/ledger/funding.ts';
 import type { JournalEntry, Posting } from '../../src/ledger/posting.ts';
 import { type Contributions, largestMatches, quadraticMatch, rawMatch } from '../../src/ledger/quadratic.ts';
@@ -19,6 +19,7 @@ import {
   refundToPool,
   replay,
 } from '../../src/ledger/rules.ts';
+import { refusedWith } from '../fixtures/ledger.ts';
 
 const gifts = fc.array(fc.integer({ min: 1, max: 1e9 }), { minLength: 0, maxLength: 6 });
 /** Goods s0, s1, … each with its funders k0, k1, … and what they gave (µSIM). */
@@ -153,17 +154,6 @@ const [K1, K2, K3, SPONSOR] = keys as [string, string, string, string];
 function apply(s: LedgerState, p: Posting | null) {
   expect(p).not.toBeNull();
   return applyPosting(s, p!);
-}
-
-function refusedWith(code: LedgerErrorCode, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(LedgerError);
-    expect((e as LedgerError).code).toBe(code);
-    return;
-  }
-  throw new Error(`expected a LedgerError ${code}`);
 }
 
 /** Four keys with 100 SIM each (and the entries that minted it). */
