@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { RequestAuth } from '../models/api.ts';
 import { STREAMS } from '../transport/resources.ts';
 import { keyAccount, sim } from './accounts.ts';
+import { escrowStudy } from './funding.ts';
 import type { Builder, Journal } from './journal.ts';
 import type { BalanceReply, JournalReply } from './messages.ts';
 import { FaucetBody, FundBody, StakeBody, TransferBody, UnstakeBody } from './messages.ts';
@@ -178,7 +179,7 @@ export class Bank {
       round: p.refs.round!,
       matches: p.entries
         .filter((e) => e.amount > 0)
-        .map((e) => ({ study_id: e.account.slice('escrow:'.length), amount: e.amount })),
+        .map((e) => ({ study_id: escrowStudy(e.account)!, amount: e.amount })),
     };
   }
 

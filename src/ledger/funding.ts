@@ -47,7 +47,8 @@ export function emptyFunding(): FundingState {
 }
 
 const ESCROW = 'escrow:';
-const escrowStudy = (account: string) =>
+/** The study of an `escrow:<study>` account (undefined for any other). */
+export const escrowStudy = (account: string) =>
   account.startsWith(ESCROW) ? account.slice(ESCROW.length) : undefined;
 const add = (m: Map<string, number>, k: string, n: number) => m.set(k, (m.get(k) ?? 0) + n);
 
